@@ -1,0 +1,158 @@
+//! What one stored event looks like, and the public form its Merkle leaf is made from.
+
+use crate::merkle::Hash;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The global position of an event: 1, 2, 3, … with no gaps. "Who recorded first" (R3) is
+/// decided by this number, never by a wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// Seq `n` is leaf `n − 1` of the Merkle tree.
+    pub fn leaf_index(self) -> u64 {
+        self.0 - 1
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The registry's clock, in milliseconds since the Unix epoch (UTC). Chosen by the sequencer
+/// once per batch and never read from the wall clock by the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct RegistryTime(pub i64);
+
+impl RegistryTime {
+    /// This time plus `ms` milliseconds (saturating).
+    pub fn plus_ms(self, ms: i64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+}
+
+impl fmt::Display for RegistryTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0)
+    }
+}
+
+/// Identifies one aggregate's history, e.g. `citizen-079123456789` or `ca-VNPT-CA`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StreamId(pub String);
+
+impl StreamId {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who and why, shared by all events one command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The CA, role or staff member that sent the command (e.g. `ca:VNPT-CA`).
+    pub actor: String,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One event as stored in the `events` column family (postcard). Never rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub seq: Seq,
+    pub stream: StreamId,
+    /// 1 for the stream's first event.
+    pub stream_version: u64,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub recorded_at: RegistryTime,
+    pub meta: Metadata,
+    /// The person this event is about (a CCCD), if any. Such events enter the Merkle tree
+    /// only through salted commitments of their stream id and payload (R9).
+    pub subject: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// A per-subject secret: commitments made with it reveal nothing without it, and deleting
+/// it (crypto-shredding) makes them unlinkable to the person for good.
+pub type Salt = [u8; 32];
+
+/// The stream id and payload as a leaf shows them: in clear, or committed with the
+/// subject's salt.
+#[derive(Serialize)]
+enum LeafBody<'a> {
+    Public { stream: &'a str, payload: &'a [u8] },
+    Committed { stream: Hash, payload: Hash },
+}
+
+/// The bytes a Merkle leaf hashes: everything about the event except the idempotency key (a
+/// caller's retry token, not a fact) and the subject, with personal events committed
+/// (`SHA-256(salt ‖ tag ‖ value)`), so proofs and checkpoints reveal no CCCD, yet anyone
+/// holding the event and its salt can recompute the leaf.
+#[derive(Serialize)]
+struct LeafForm<'a> {
+    seq: Seq,
+    stream_version: u64,
+    event_type: &'a str,
+    schema_version: u16,
+    recorded_at: RegistryTime,
+    actor: &'a str,
+    correlation_id: Option<&'a str>,
+    causation_id: Option<&'a str>,
+    body: LeafBody<'a>,
+}
+
+fn commit(salt: &Salt, tag: u8, value: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update([tag]);
+    h.update(value);
+    h.finalize().into()
+}
+
+impl Envelope {
+    /// The canonical leaf bytes. `salt` is the subject's salt; it must be given exactly when
+    /// the event has a subject (checked by the caller: the store and the verifier).
+    pub fn leaf_bytes(&self, salt: Option<&Salt>) -> Vec<u8> {
+        let body = match salt {
+            None => LeafBody::Public { stream: self.stream.as_str(), payload: &self.payload },
+            Some(salt) => LeafBody::Committed {
+                stream: commit(salt, 0, self.stream.as_str().as_bytes()),
+                payload: commit(salt, 1, &self.payload),
+            },
+        };
+        let form = LeafForm {
+            seq: self.seq,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            actor: &self.meta.actor,
+            correlation_id: self.meta.correlation_id.as_deref(),
+            causation_id: self.meta.causation_id.as_deref(),
+            body,
+        };
+        postcard::to_stdvec(&form).expect("serialising to a Vec cannot fail")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("serialising to a Vec cannot fail")
+    }
+}

@@ -1,0 +1,645 @@
+//! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
+
+use crate::cf::{self, Cf, META_FORMAT, META_TREE};
+use crate::envelope::{Envelope, Metadata, RegistryTime, Salt, Seq, StreamId};
+use crate::error::{StoreError, VersionConflict};
+use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
+use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The on-disk format this build writes and reads. Bump it with a migration, never silently.
+pub const FORMAT_VERSION: u32 = 1;
+/// Stream ids are keys; a bound keeps a client from making huge ones.
+pub const MAX_STREAM_ID_BYTES: usize = 256;
+/// The writer caches stream heads; past this many it starts over (reads fall back to RocksDB).
+const HEADS_CACHE_MAX: usize = 1 << 20;
+
+/// A raw key and value read from a column family.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The expected version of a stream before an append (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version (1-based).
+    Exact(u64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+impl ExpectedVersion {
+    fn admits(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => v == actual,
+        }
+    }
+}
+
+/// One new event, before it has a seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventData {
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: Vec<u8>,
+    /// The person the event is about (a CCCD), if any: its leaf then commits to the stream
+    /// id and payload with that person's salt instead of showing them.
+    pub subject: Option<String>,
+}
+
+/// Events for one stream, appended only if the stream is at `expected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EventData>,
+}
+
+/// Why staging refused a command's events. Nothing was staged.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Conflict(#[from] VersionConflict),
+    #[error("stream id must be 1 to {MAX_STREAM_ID_BYTES} bytes, got {0}")]
+    InvalidStreamId(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The size and root of the Merkle tree; size equals the last seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHead {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// Seqs given to one `stage` call: contiguous, `first..=last`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    /// The version each stream reached, in the order of the appends.
+    pub stream_versions: Vec<u64>,
+}
+
+/// Events and writes gathered for one group commit. Built by [`LogWriter::stage`] and
+/// [`Batch::put`]; nothing is visible to anyone until [`LogWriter::commit`].
+pub struct Batch {
+    first_seq: u64,
+    recorded_at: RegistryTime,
+    events: Vec<(Envelope, Option<Salt>)>,
+    heads: HashMap<StreamId, u64>,
+    new_salts: HashMap<String, Salt>,
+    writes: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn recorded_at(&self) -> RegistryTime {
+        self.recorded_at
+    }
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.writes.is_empty()
+    }
+    /// The seq the next staged event will get.
+    pub fn next_seq(&self) -> Seq {
+        Seq(self.first_seq + self.events.len() as u64)
+    }
+    /// An extra write (state, projection, idempotency key…) made durable with the events.
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push((cf, key, Some(value)));
+    }
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.writes.push((cf, key, None));
+    }
+}
+
+/// What a successful commit made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub last_seq: Seq,
+    pub tree: TreeHead,
+}
+
+/// Read access to the log. Shared (`Arc`) by every reader; reads never wait for the writer.
+pub struct EventStore {
+    db: DB,
+    path: PathBuf,
+    head: RwLock<TreeHead>,
+}
+
+/// The only thing that appends. There is one per open store, so the seq order and the
+/// Merkle tree are extended by one thread without locks.
+pub struct LogWriter {
+    store: Arc<EventStore>,
+    next_seq: u64,
+    tree: CompactRange,
+    heads: HashMap<StreamId, u64>,
+    salts: HashMap<String, Salt>,
+    sync: bool,
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    // Most point lookups (stream heads, state) are for keys that may not exist yet: bloom
+    // filters answer those without touching data blocks.
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.05);
+    opts.increase_parallelism(2);
+    opts.set_max_background_jobs(2);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
+}
+
+impl EventStore {
+    /// Opens (and with `create`, creates) the store for reading and writing. Returns the
+    /// shared read side and the one writer.
+    pub fn open(path: impl AsRef<Path>, create: bool) -> Result<(Arc<EventStore>, LogWriter), StoreError> {
+        let path = path.as_ref();
+        if !create && !path.join("CURRENT").exists() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        let mut opts = db_options();
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(true);
+        let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        match db.get_cf(db.cf_handle(Cf::Meta.name()).expect("opened with every Cf"), META_FORMAT)? {
+            Some(_) => {}
+            None => {
+                let mut wb = WriteBatch::default();
+                let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
+                wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.write_opt(wb, &wo)?;
+            }
+        }
+        let store = Arc::new(Self::checked(db, path)?);
+        let tree = store.load_compact_range()?;
+        let writer = LogWriter {
+            next_seq: tree.size() + 1,
+            tree,
+            store: Arc::clone(&store),
+            heads: HashMap::new(),
+            salts: HashMap::new(),
+            sync: true,
+        };
+        Ok((store, writer))
+    }
+
+    /// Opens an existing store read-only (auditors, a copy of a data dir). Sees the log as it
+    /// was at open time.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Arc<EventStore>, StoreError> {
+        let path = path.as_ref();
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        let names = Cf::ALL.map(Cf::name);
+        let db = DB::open_cf_for_read_only(&db_options(), path, names, false)?;
+        let store = Arc::new(Self::checked(db, path)?);
+        store.load_compact_range()?;
+        Ok(store)
+    }
+
+    /// Checks the format version and that the tree head agrees with the last event.
+    fn checked(db: DB, path: &Path) -> Result<Self, StoreError> {
+        let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
+        let format =
+            db.get_cf(meta, META_FORMAT)?.ok_or_else(|| StoreError::CorruptMeta("no format version record".into()))?;
+        let format = u32::from_be_bytes(
+            format.as_slice().try_into().map_err(|_| StoreError::CorruptMeta("format record is not 4 bytes".into()))?,
+        );
+        if format > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat { found: format, supported: FORMAT_VERSION });
+        }
+        if format < FORMAT_VERSION {
+            return Err(StoreError::CorruptMeta(format!("unknown older format version {format}")));
+        }
+        let head = match db.get_cf(meta, META_TREE)? {
+            None => TreeHead { size: 0, root: merkle::empty_root() },
+            Some(bytes) if bytes.len() == 40 => TreeHead {
+                size: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                root: bytes[8..].try_into().expect("32 bytes"),
+            },
+            Some(_) => return Err(StoreError::CorruptMeta("tree head record is not 40 bytes".into())),
+        };
+        let store = EventStore { db, path: path.to_path_buf(), head: RwLock::new(head) };
+        let last = store.last_event_key()?;
+        if last != head.size {
+            return Err(StoreError::CorruptMeta(format!(
+                "the last event is seq {last} but the Merkle tree has {} leaves",
+                head.size
+            )));
+        }
+        Ok(store)
+    }
+
+    fn load_compact_range(&self) -> Result<CompactRange, StoreError> {
+        let head = self.tree_head();
+        let range = CompactRange::from_peaks(head.size, |id| self.node(id))?;
+        if range.root() != head.root {
+            return Err(StoreError::CorruptMeta(format!(
+                "stored root for tree size {} does not match its stored subtrees",
+                head.size
+            )));
+        }
+        Ok(range)
+    }
+
+    fn last_event_key(&self) -> Result<u64, StoreError> {
+        match self.db.iterator_cf(self.cf(Cf::Events), IteratorMode::End).next() {
+            None => Ok(0),
+            Some(item) => {
+                let (key, _) = item?;
+                decode_seq_key(&key).ok_or_else(|| StoreError::CorruptMeta("an events key is not 8 bytes".into()))
+            }
+        }
+    }
+
+    pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(cf.name()).expect("opened with every Cf")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last committed seq (0 for an empty log).
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.tree_head().size)
+    }
+
+    /// The current tree head: every event up to `size` is durable and in the tree.
+    pub fn tree_head(&self) -> TreeHead {
+        *self.head.read().expect("head lock is never poisoned: no code panics while holding it")
+    }
+
+    /// One event by seq.
+    pub fn event(&self, seq: Seq) -> Result<Envelope, StoreError> {
+        let last = self.last_seq().0;
+        if seq.0 == 0 || seq.0 > last {
+            return Err(StoreError::SeqOutOfRange { seq: seq.0, last });
+        }
+        let bytes = self
+            .db
+            .get_cf(self.cf(Cf::Events), cf::seq_key(seq.0))?
+            .ok_or_else(|| StoreError::Corrupt { seq, reason: "missing from the events column family".into() })?;
+        decode_envelope(seq.0, &bytes)
+    }
+
+    /// Every event from `from` on, in seq order, read lazily (never the whole log in memory).
+    pub fn read_from(&self, from: Seq) -> EventIter<'_> {
+        let mut raw = self.db.raw_iterator_cf(self.cf(Cf::Events));
+        raw.seek(cf::seq_key(from.0.max(1)));
+        EventIter { raw, expected: from.0.max(1), done: false }
+    }
+
+    /// One stream's events from `from_version` (1-based) on, in order.
+    pub fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+    ) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+        let prefix = cf::stream_prefix(stream.as_str());
+        let start = cf::stream_key(stream.as_str(), from_version.max(1));
+        self.db
+            .iterator_cf(self.cf(Cf::Streams), IteratorMode::From(&start, Direction::Forward))
+            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
+            .map(move |item| {
+                let (_, value) = item?;
+                let seq = decode_seq_key(&value)
+                    .ok_or_else(|| StoreError::CorruptMeta("a streams value is not an 8-byte seq".into()))?;
+                self.event(Seq(seq))
+            })
+    }
+
+    /// The version of the stream's last event, 0 if it has none.
+    pub fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        match self.db.get_pinned_cf(self.cf(Cf::Streams), cf::stream_prefix(stream.as_str()))? {
+            None => Ok(0),
+            Some(bytes) => decode_seq_key(&bytes)
+                .ok_or_else(|| StoreError::CorruptMeta(format!("head of stream {stream} is not 8 bytes"))),
+        }
+    }
+
+    /// A value from any column family (state, projections, idempotency…).
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    /// Key-ordered entries of a column family whose keys start with `prefix`.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        cf: Cf,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + 'a {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(prefix)).unwrap_or(true))
+            .map(|item| item.map_err(StoreError::from))
+    }
+
+    /// A subject's salt; `None` if it never had events or was erased.
+    pub fn salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => bytes.as_ref().try_into().map(Some).map_err(|_| {
+                StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len()))
+            }),
+        }
+    }
+
+    /// The Merkle leaf hash stored for `seq`.
+    pub fn leaf_hash(&self, seq: Seq) -> Result<Hash, StoreError> {
+        self.node(NodeId::new(0, seq.leaf_index()))
+    }
+
+    /// The root of the tree when it had `size` leaves (any size up to the current one).
+    pub fn root_at(&self, size: u64) -> Result<Hash, StoreError> {
+        self.check_size(size)?;
+        merkle::root_at(self, size)
+    }
+
+    /// RFC 6962 inclusion proof of `seq` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, seq: Seq, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size)?;
+        if seq.0 == 0 || seq.0 > size {
+            return Err(StoreError::SeqOutOfRange { seq: seq.0, last: size });
+        }
+        merkle::inclusion_proof(self, seq.leaf_index(), size)
+    }
+
+    /// RFC 6962 consistency proof between tree sizes `from ≤ to`.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(to)?;
+        if from > to {
+            return Err(StoreError::SizeOutOfRange { size: from, current: to });
+        }
+        merkle::consistency_proof(self, from, to)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        let current = self.tree_head().size;
+        if size > current {
+            return Err(StoreError::SizeOutOfRange { size, current });
+        }
+        Ok(())
+    }
+
+    /// Overwrites one raw value, bypassing the writer. Exists only so tamper tests can play
+    /// the attacker who edits the data dir; nothing in kyso calls it.
+    #[doc(hidden)]
+    pub fn tamper_raw_put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.put_cf(self.cf(cf), key, value)?)
+    }
+}
+
+impl NodeSource for EventStore {
+    type Error = StoreError;
+    fn node(&self, id: NodeId) -> Result<Hash, StoreError> {
+        let bytes = self
+            .db
+            .get_cf(self.cf(Cf::Merkle), cf::node_key(id.level, id.index))?
+            .ok_or(StoreError::MissingNode(id))?;
+        bytes.as_slice().try_into().map_err(|_| StoreError::MissingNode(id))
+    }
+}
+
+fn decode_seq_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+fn decode_envelope(seq: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
+    let env: Envelope = postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt { seq: Seq(seq), reason: format!("envelope does not decode: {e}") })?;
+    if env.seq.0 != seq {
+        return Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("envelope says seq {}", env.seq) });
+    }
+    Ok(env)
+}
+
+/// Streams the log in seq order and checks there is no gap.
+pub struct EventIter<'a> {
+    raw: DBRawIterator<'a>,
+    expected: u64,
+    done: bool,
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<Envelope, StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if !self.raw.valid() {
+            self.done = true;
+            return self.raw.status().err().map(|e| Err(e.into()));
+        }
+        let seq = self.expected;
+        let item = match (self.raw.key().and_then(decode_seq_key), self.raw.value()) {
+            (Some(key), Some(value)) if key == seq => decode_envelope(seq, value),
+            (Some(key), _) => {
+                Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("missing: the log jumps to seq {key}") })
+            }
+            _ => Err(StoreError::Corrupt { seq: Seq(seq), reason: "events key is not 8 bytes".into() }),
+        };
+        if item.is_err() {
+            self.done = true;
+        }
+        self.expected += 1;
+        self.raw.next();
+        Some(item)
+    }
+}
+
+impl LogWriter {
+    pub fn store(&self) -> &Arc<EventStore> {
+        &self.store
+    }
+
+    /// Turns off fsync for benchmarks of the CPU path only. Never used by kyso itself.
+    #[doc(hidden)]
+    pub fn set_sync(&mut self, sync: bool) {
+        self.sync = sync;
+    }
+
+    /// Starts a batch whose events are recorded at `recorded_at`.
+    pub fn begin(&self, recorded_at: RegistryTime) -> Batch {
+        Batch {
+            first_seq: self.next_seq,
+            recorded_at,
+            events: Vec::new(),
+            heads: HashMap::new(),
+            new_salts: HashMap::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<u64, StoreError> {
+        if let Some(v) = batch.heads.get(stream) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.heads.get(stream) {
+            return Ok(*v);
+        }
+        let v = self.store.stream_version(stream)?;
+        if self.heads.len() >= HEADS_CACHE_MAX {
+            self.heads.clear();
+        }
+        self.heads.insert(stream.clone(), v);
+        Ok(v)
+    }
+
+    /// The subject's salt: cached, stored, or new (then written with the batch).
+    fn salt_for(&mut self, batch: &mut Batch, subject: &str) -> Result<Salt, StoreError> {
+        if let Some(salt) = batch.new_salts.get(subject).or_else(|| self.salts.get(subject)) {
+            return Ok(*salt);
+        }
+        let salt = match self.store.salt(subject)? {
+            Some(salt) => salt,
+            None => {
+                let salt: Salt = rand::random();
+                batch.new_salts.insert(subject.to_string(), salt);
+                return Ok(salt);
+            }
+        };
+        if self.salts.len() >= HEADS_CACHE_MAX {
+            self.salts.clear();
+        }
+        self.salts.insert(subject.to_string(), salt);
+        Ok(salt)
+    }
+
+    /// Stages one command's appends into `batch`: all of them or, on error, none.
+    pub fn stage(
+        &mut self,
+        batch: &mut Batch,
+        meta: &Metadata,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Staged, AppendError> {
+        let mut versions = Vec::with_capacity(appends.len());
+        // A command may append twice to one stream; its second part sees its first.
+        let mut local: HashMap<&StreamId, u64> = HashMap::new();
+        for append in &appends {
+            let len = append.stream.as_str().len();
+            if len == 0 || len > MAX_STREAM_ID_BYTES {
+                return Err(AppendError::InvalidStreamId(len));
+            }
+            let actual = match local.get(&append.stream) {
+                Some(v) => *v,
+                None => self.head_of(batch, &append.stream)?,
+            };
+            if !append.expected.admits(actual) {
+                return Err(VersionConflict { stream: append.stream.clone(), expected: append.expected, actual }.into());
+            }
+            versions.push(actual);
+            local.insert(&append.stream, actual + append.events.len() as u64);
+        }
+        let first_seq = batch.next_seq();
+        let mut stream_versions = Vec::with_capacity(appends.len());
+        for (append, mut version) in appends.into_iter().zip(versions) {
+            for data in append.events {
+                version += 1;
+                let seq = batch.next_seq();
+                let salt = match &data.subject {
+                    Some(subject) => Some(self.salt_for(batch, subject)?),
+                    None => None,
+                };
+                batch.events.push((
+                    Envelope {
+                        seq,
+                        stream: append.stream.clone(),
+                        stream_version: version,
+                        event_type: data.event_type,
+                        schema_version: data.schema_version,
+                        recorded_at: batch.recorded_at,
+                        meta: meta.clone(),
+                        subject: data.subject,
+                        payload: data.payload,
+                    },
+                    salt,
+                ));
+            }
+            batch.heads.insert(append.stream, version);
+            stream_versions.push(version);
+        }
+        let last_seq = Seq(batch.next_seq().0 - 1);
+        Ok(Staged { first_seq, last_seq, stream_versions })
+    }
+
+    /// Writes the whole batch — events, stream index, Merkle nodes, tree head and extra
+    /// writes — as one RocksDB `WriteBatch` with `sync=true`.
+    ///
+    /// `Ok` means every event in it is on disk, has its seq and is in the tree. `Err` means
+    /// nothing of the batch was written and the writer is as it was before the batch.
+    pub fn commit(&mut self, batch: Batch) -> Result<Committed, StoreError> {
+        assert_eq!(batch.first_seq, self.next_seq, "a batch is committed by the writer that began it, in order");
+        assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
+        let store = Arc::clone(&self.store);
+        let (events_cf, streams_cf, merkle_cf) = (store.cf(Cf::Events), store.cf(Cf::Streams), store.cf(Cf::Merkle));
+        let mut tree = self.tree.clone();
+        let mut wb = WriteBatch::default();
+        for (env, salt) in &batch.events {
+            assert_eq!(env.seq.0, tree.size() + 1, "seqs are gap-free");
+            wb.put_cf(events_cf, cf::seq_key(env.seq.0), env.encode());
+            wb.put_cf(streams_cf, cf::stream_key(env.stream.as_str(), env.stream_version), cf::seq_key(env.seq.0));
+            let leaf = merkle::hash_leaf(&env.leaf_bytes(salt.as_ref()));
+            tree.append(leaf, |id, hash| wb.put_cf(merkle_cf, cf::node_key(id.level, id.index), hash));
+        }
+        for (subject, salt) in &batch.new_salts {
+            wb.put_cf(store.cf(Cf::Salts), subject.as_bytes(), salt);
+        }
+        for (stream, version) in &batch.heads {
+            wb.put_cf(streams_cf, cf::stream_prefix(stream.as_str()), version.to_be_bytes());
+        }
+        for (cf, key, value) in &batch.writes {
+            match value {
+                Some(v) => wb.put_cf(store.cf(*cf), key, v),
+                None => wb.delete_cf(store.cf(*cf), key),
+            }
+        }
+        let head = TreeHead { size: tree.size(), root: tree.root() };
+        let mut head_bytes = [0u8; 40];
+        head_bytes[..8].copy_from_slice(&head.size.to_be_bytes());
+        head_bytes[8..].copy_from_slice(&head.root);
+        wb.put_cf(store.cf(Cf::Meta), META_TREE, head_bytes);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        store.db.write_opt(wb, &wo)?;
+
+        self.tree = tree;
+        self.next_seq = head.size + 1;
+        if self.heads.len() + batch.heads.len() > HEADS_CACHE_MAX {
+            self.heads.clear();
+        }
+        self.heads.extend(batch.heads);
+        if self.salts.len() + batch.new_salts.len() > HEADS_CACHE_MAX {
+            self.salts.clear();
+        }
+        self.salts.extend(batch.new_salts);
+        *store.head.write().expect("head lock is never poisoned: no code panics while holding it") = head;
+        Ok(Committed { last_seq: Seq(head.size), tree: head })
+    }
+}

@@ -1,0 +1,179 @@
+//! The RocksDB log: appends, optimistic concurrency, reads, reopen, and refusing bad bytes.
+
+use event_store::{
+    AppendError, Cf, EventData, EventStore, ExpectedVersion, FORMAT_VERSION, Metadata, RegistryTime, Seq, StoreError,
+    StreamAppend, StreamId, merkle, verify,
+};
+
+fn event(payload: &[u8]) -> EventData {
+    EventData { event_type: "Tested".into(), schema_version: 1, payload: payload.to_vec(), subject: None }
+}
+
+fn append(stream: &str, expected: ExpectedVersion, n: usize) -> StreamAppend {
+    StreamAppend { stream: StreamId::new(stream), expected, events: (0..n).map(|i| event(&[i as u8])).collect() }
+}
+
+fn meta() -> Metadata {
+    Metadata { actor: "test".into(), ..Metadata::default() }
+}
+
+#[test]
+fn group_commit_assigns_gap_free_seqs_and_extends_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    let mut batch = writer.begin(RegistryTime(1_000));
+    let a = writer.stage(&mut batch, &meta(), vec![append("a", ExpectedVersion::NoStream, 2)]).unwrap();
+    let b = writer.stage(&mut batch, &meta(), vec![append("b", ExpectedVersion::Any, 1)]).unwrap();
+    // The same stream twice in one batch: the second command sees the first.
+    let a2 = writer.stage(&mut batch, &meta(), vec![append("a", ExpectedVersion::Exact(2), 1)]).unwrap();
+    assert_eq!((a.first_seq, a.last_seq, b.first_seq, a2.stream_versions.clone()), (Seq(1), Seq(2), Seq(3), vec![3]));
+    batch.put(Cf::State, b"k".to_vec(), b"v".to_vec());
+    let committed = writer.commit(batch).unwrap();
+    assert_eq!(committed.last_seq, Seq(4));
+    assert_eq!(store.get(Cf::State, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+
+    let all: Vec<_> = store.read_from(Seq(1)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(all.iter().all(|e| e.recorded_at == RegistryTime(1_000)));
+    let a_events: Vec<_> = store.read_stream(&StreamId::new("a"), 2).collect::<Result<_, _>>().unwrap();
+    assert_eq!(a_events.iter().map(|e| (e.seq.0, e.stream_version)).collect::<Vec<_>>(), vec![(2, 2), (4, 3)]);
+
+    let leaves: Vec<_> = all.iter().map(|e| merkle::hash_leaf(&e.leaf_bytes(None))).collect();
+    let head = store.tree_head();
+    assert_eq!(head.size, 4);
+    for (i, leaf) in leaves.iter().enumerate() {
+        let proof = store.inclusion_proof(Seq(i as u64 + 1), 4).unwrap();
+        verify::verify_inclusion(i as u64, 4, leaf, &proof, &head.root).unwrap();
+    }
+}
+
+#[test]
+fn a_conflicting_command_stages_nothing_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append("a", ExpectedVersion::NoStream, 1)]).unwrap();
+    let err = writer
+        .stage(
+            &mut batch,
+            &meta(),
+            vec![append("b", ExpectedVersion::NoStream, 1), append("a", ExpectedVersion::NoStream, 1)],
+        )
+        .unwrap_err();
+    match err {
+        AppendError::Conflict(c) => assert_eq!((c.stream.as_str(), c.actual), ("a", 1)),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    writer.stage(&mut batch, &meta(), vec![append("b", ExpectedVersion::NoStream, 1)]).unwrap();
+    writer.commit(batch).unwrap();
+    assert_eq!(store.last_seq(), Seq(2));
+    assert!(matches!(
+        writer.stage(&mut writer.begin(RegistryTime(0)), &meta(), vec![append("", ExpectedVersion::Any, 1)]),
+        Err(AppendError::InvalidStreamId(0))
+    ));
+}
+
+#[test]
+fn reopen_restores_seq_tree_and_stream_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        for _ in 0..5 {
+            let mut batch = writer.begin(RegistryTime(0));
+            writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 3)]).unwrap();
+            writer.commit(batch).unwrap();
+        }
+        store.tree_head()
+    };
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_eq!(store.tree_head(), root);
+    let mut batch = writer.begin(RegistryTime(0));
+    let staged = writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Exact(15), 1)]).unwrap();
+    assert_eq!((staged.first_seq, staged.stream_versions), (Seq(16), vec![16]));
+    writer.commit(batch).unwrap();
+    let proof = store.consistency_proof(15, 16).unwrap();
+    verify::verify_consistency(15, 16, &root.root, &store.tree_head().root, &proof).unwrap();
+    let read_only = EventStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_only.last_seq(), Seq(16));
+}
+
+#[test]
+fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 3)]).unwrap();
+    writer.commit(batch).unwrap();
+    store.tamper_raw_put(Cf::Events, &2u64.to_be_bytes(), &[0xff, 0xff, 0xff]).unwrap();
+    match store.event(Seq(2)) {
+        Err(StoreError::Corrupt { seq, .. }) => assert_eq!(seq, Seq(2)),
+        other => panic!("expected Corrupt at seq 2, got {other:?}"),
+    }
+    let results: Vec<_> = store.read_from(Seq(1)).collect();
+    assert_eq!(results.len(), 2, "iteration stops at the first bad event");
+    assert!(matches!(results[1], Err(StoreError::Corrupt { seq: Seq(2), .. })));
+    // An envelope that decodes but sits under the wrong key is caught too.
+    let third = store.event(Seq(3)).unwrap();
+    store.tamper_raw_put(Cf::Events, &1u64.to_be_bytes(), &third.encode()).unwrap();
+    assert!(matches!(store.event(Seq(1)), Err(StoreError::Corrupt { seq: Seq(1), .. })));
+}
+
+#[test]
+fn a_store_from_a_newer_format_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _writer) = EventStore::open(dir.path(), true).unwrap();
+        store.tamper_raw_put(Cf::Meta, b"format", &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
+    }
+    match EventStore::open(dir.path(), false) {
+        Err(e @ StoreError::NewerFormat { .. }) => assert!(e.to_string().contains("upgrade kyso")),
+        Err(other) => panic!("expected NewerFormat, got {other}"),
+        Ok(_) => panic!("a newer format must not open"),
+    }
+}
+
+#[test]
+fn opening_a_missing_store_without_create_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = EventStore::open(dir.path().join("nope"), false).err().expect("must fail");
+    assert!(err.to_string().contains("kyso init"), "{err}");
+}
+
+#[test]
+fn proofs_outside_the_tree_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _writer) = EventStore::open(dir.path(), true).unwrap();
+    assert!(matches!(store.inclusion_proof(Seq(1), 0), Err(StoreError::SeqOutOfRange { .. })));
+    assert!(matches!(store.consistency_proof(0, 5), Err(StoreError::SizeOutOfRange { .. })));
+    assert!(matches!(store.event(Seq(0)), Err(StoreError::SeqOutOfRange { .. })));
+}
+
+#[test]
+fn r9_a_personal_event_enters_the_tree_only_through_salted_commitments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    let cccd = "046196000123";
+    let personal = |n: u8| StreamAppend {
+        stream: StreamId::new(format!("citizen-{cccd}")),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            event_type: "Looked".into(),
+            schema_version: 1,
+            payload: format!("{cccd}:{n}").into_bytes(),
+            subject: Some(cccd.into()),
+        }],
+    };
+    for n in 0..2 {
+        let mut batch = writer.begin(RegistryTime(0));
+        writer.stage(&mut batch, &meta(), vec![personal(n)]).unwrap();
+        writer.commit(batch).unwrap();
+    }
+    let salt = store.salt(cccd).unwrap().expect("a salt was stored with the first event");
+    for seq in [Seq(1), Seq(2)] {
+        let event = store.event(seq).unwrap();
+        let leaf = event.leaf_bytes(Some(&salt));
+        assert!(!leaf.windows(cccd.len()).any(|w| w == cccd.as_bytes()), "the leaf shows no CCCD");
+        assert_eq!(merkle::hash_leaf(&leaf), store.leaf_hash(seq).unwrap(), "one salt for both events");
+        assert_ne!(merkle::hash_leaf(&event.leaf_bytes(None)), store.leaf_hash(seq).unwrap());
+    }
+}

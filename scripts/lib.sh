@@ -1,0 +1,29 @@
+# Shared by scripts/run and scripts/test: install what the build and tests need, once per
+# machine, and keep one build cache outside the clone so a fresh clone (and CI) reuses it.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kyso-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+ensure_deps() {
+  local need=()
+  # rocksdb's bindgen loads libclang at build time.
+  if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
+    need+=(libclang-dev)
+  fi
+  command -v g++ >/dev/null || need+=(g++)
+  # Tests start their own nats-server on a free port.
+  if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+    need+=(nats-server)
+  fi
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo (the Rust toolchain) is required and cannot be installed by this script" >&2
+    exit 1
+  fi
+}

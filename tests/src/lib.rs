@@ -1,0 +1,4 @@
+//! Fixtures for kyso's cross-crate tests: real processes, real ports, real disks.
+
+pub mod nats;
+pub mod seed;
