@@ -3,8 +3,14 @@
 //! - [`sequencer`]: bounded queue → one thread → group commit → answers.
 //! - [`clock`]: the only place time comes from.
 //! - [`stream_append`]: the generic append command.
+//! - [`domain`]: the campaign's rules, pure (`decide`, `apply`); [`registrar`] runs them in
+//!   the sequencer and [`codec`] maps their events to stored envelopes.
 
 pub mod clock;
+pub mod codec;
+pub mod domain;
+pub mod registrar;
+pub mod scheduler;
 pub mod sequencer;
 pub mod stream_append;
 

@@ -1,0 +1,171 @@
+//! The 12-digit citizen identity number (CCCD), checked structurally (see
+//! `shared/data/CCCD.md`): there is no check digit, so the validator checks the length, the
+//! province code of birth registration, and the century/sex digit against a plausible
+//! birth year.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// CCCD province codes (digits 1–3) of the 63 provinces, from `provinces.csv` (`cccd_code`).
+pub const PROVINCE_CODES: [(&str, &str); 63] = [
+    ("001", "Hà Nội"),
+    ("002", "Hà Giang"),
+    ("004", "Cao Bằng"),
+    ("006", "Bắc Kạn"),
+    ("008", "Tuyên Quang"),
+    ("010", "Lào Cai"),
+    ("011", "Điện Biên"),
+    ("012", "Lai Châu"),
+    ("014", "Sơn La"),
+    ("015", "Yên Bái"),
+    ("017", "Hòa Bình"),
+    ("019", "Thái Nguyên"),
+    ("020", "Lạng Sơn"),
+    ("022", "Quảng Ninh"),
+    ("024", "Bắc Giang"),
+    ("025", "Phú Thọ"),
+    ("026", "Vĩnh Phúc"),
+    ("027", "Bắc Ninh"),
+    ("030", "Hải Dương"),
+    ("031", "Hải Phòng"),
+    ("033", "Hưng Yên"),
+    ("034", "Thái Bình"),
+    ("035", "Hà Nam"),
+    ("036", "Nam Định"),
+    ("037", "Ninh Bình"),
+    ("038", "Thanh Hóa"),
+    ("040", "Nghệ An"),
+    ("042", "Hà Tĩnh"),
+    ("044", "Quảng Bình"),
+    ("045", "Quảng Trị"),
+    ("046", "Thừa Thiên Huế"),
+    ("048", "Đà Nẵng"),
+    ("049", "Quảng Nam"),
+    ("051", "Quảng Ngãi"),
+    ("052", "Bình Định"),
+    ("054", "Phú Yên"),
+    ("056", "Khánh Hòa"),
+    ("058", "Ninh Thuận"),
+    ("060", "Bình Thuận"),
+    ("062", "Kon Tum"),
+    ("064", "Gia Lai"),
+    ("066", "Đắk Lắk"),
+    ("067", "Đắk Nông"),
+    ("068", "Lâm Đồng"),
+    ("070", "Bình Phước"),
+    ("072", "Tây Ninh"),
+    ("074", "Bình Dương"),
+    ("075", "Đồng Nai"),
+    ("077", "Bà Rịa - Vũng Tàu"),
+    ("079", "Hồ Chí Minh"),
+    ("080", "Long An"),
+    ("082", "Tiền Giang"),
+    ("083", "Bến Tre"),
+    ("084", "Trà Vinh"),
+    ("086", "Vĩnh Long"),
+    ("087", "Đồng Tháp"),
+    ("089", "An Giang"),
+    ("091", "Kiên Giang"),
+    ("092", "Cần Thơ"),
+    ("093", "Hậu Giang"),
+    ("094", "Sóc Trăng"),
+    ("095", "Bạc Liêu"),
+    ("096", "Cà Mau"),
+];
+
+/// A structurally valid CCCD. Construct with [`Cccd::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cccd([u8; 12]);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sex {
+    Male,
+    Female,
+}
+
+/// Which part of an identity number is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CccdError {
+    #[error("a CCCD has 12 digits, got {0} characters")]
+    Length(usize),
+    #[error("a CCCD has only digits 0-9; character {position} is not a digit")]
+    NotDigit { position: usize },
+    #[error("digits 1-3 ({0}) are not the code of any province")]
+    UnknownProvince(String),
+    #[error("digit 4 (century and sex) is {digit}: that means born {from}-{to}, which no living citizen is")]
+    Century { digit: u8, from: u16, to: u16 },
+}
+
+impl Cccd {
+    /// Parses and checks a CCCD. `current_year` bounds the birth year (no one born in the
+    /// future): the caller hands it in, the domain reads no clock.
+    pub fn parse(s: &str, current_year: u16) -> Result<Self, CccdError> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 12 {
+            return Err(CccdError::Length(s.chars().count()));
+        }
+        if let Some(position) = bytes.iter().position(|b| !b.is_ascii_digit()) {
+            return Err(CccdError::NotDigit { position: position + 1 });
+        }
+        let province = &s[..3];
+        if !PROVINCE_CODES.iter().any(|(code, _)| *code == province) {
+            return Err(CccdError::UnknownProvince(province.to_string()));
+        }
+        let digit = bytes[3] - b'0';
+        let century_start = 1900 + 100 * u16::from(digit / 2);
+        let birth_year = century_start + u16::from(bytes[4] - b'0') * 10 + u16::from(bytes[5] - b'0');
+        if birth_year > current_year || birth_year + 130 < current_year {
+            return Err(CccdError::Century { digit, from: century_start, to: century_start + 99 });
+        }
+        let mut digits = [0u8; 12];
+        digits.copy_from_slice(bytes);
+        Ok(Self(digits))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("only ASCII digits are stored")
+    }
+
+    /// The province where the birth was registered (not where the citizen lives).
+    pub fn province_code(&self) -> &str {
+        &self.as_str()[..3]
+    }
+
+    pub fn sex(&self) -> Sex {
+        if (self.0[3] - b'0').is_multiple_of(2) { Sex::Male } else { Sex::Female }
+    }
+
+    pub fn birth_year(&self) -> u16 {
+        1900 + 100 * u16::from((self.0[3] - b'0') / 2) + u16::from(self.0[4] - b'0') * 10 + u16::from(self.0[5] - b'0')
+    }
+}
+
+impl fmt::Display for Cccd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_examples_of_the_reference() {
+        let c = Cccd::parse("038303000001", 2023).unwrap();
+        assert_eq!((c.province_code(), c.sex(), c.birth_year()), ("038", Sex::Female, 2003));
+        let c = Cccd::parse("033085123456", 2023).unwrap();
+        assert_eq!((c.sex(), c.birth_year()), (Sex::Male, 1985));
+        assert_eq!(Cccd::parse("046196000000", 2023).unwrap().birth_year(), 1996);
+    }
+
+    #[test]
+    fn says_which_part_is_wrong() {
+        assert_eq!(Cccd::parse("0461960000", 2023), Err(CccdError::Length(10)));
+        assert_eq!(Cccd::parse("04619600000x", 2023), Err(CccdError::NotDigit { position: 12 }));
+        assert_eq!(Cccd::parse("003196000000", 2023), Err(CccdError::UnknownProvince("003".into())));
+        assert_eq!(Cccd::parse("046396000000", 2023), Err(CccdError::Century { digit: 3, from: 2000, to: 2099 }));
+        assert_eq!(Cccd::parse("046496000000", 2023), Err(CccdError::Century { digit: 4, from: 2100, to: 2199 }));
+        assert!(Cccd::parse("０46196000000", 2023).is_err(), "non-ASCII digits are refused, not mis-sliced");
+    }
+}
