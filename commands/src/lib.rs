@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod codec;
 pub mod domain;
+pub mod import;
 pub mod registrar;
 pub mod scheduler;
 pub mod sequencer;

@@ -112,3 +112,34 @@ async fn racing_cas_one_wins_refusal_is_logged_demand_expires_once_across_a_rest
         assert!(!leaf.windows(12).any(|w| w == b"046196000123" || w == b"046196000456"), "seq {n} leaks a CCCD");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_a_legacy_file_imports_reports_bad_and_conflicting_rows_and_reimports_as_unchanged() {
+    use commands::domain::legacy;
+    use commands::import::{ImportReport, import_legacy};
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = RegistryTime(Utc.with_ymd_and_hms(2023, 9, 1, 8, 0, 0).unwrap().timestamp_millis());
+    let (_store, seq, thread) = start(dir.path(), Arc::new(ManualClock::new(t0)));
+    for (id, name, app) in commands::domain::ca::SEED_CAS {
+        let cmd = Command::RegisterCa { ca: CaId::parse(id).unwrap(), name: name.into(), app_name: app.into() };
+        seq.submit(sub("admin", cmd)).await.unwrap().unwrap();
+    }
+    seq.submit(sub("ca:VNPT-CA", issuance("VNPT-CA", t0))).await.unwrap().unwrap();
+    let csv = "cccd,issued_at,serial\n046196000001,2023-05-01,A1\n046196000123,2023-05-01,A2\nnot-a-cccd,2023-05-01,\n046196000002,2023-06-01,A3\n";
+    let viettel = CaId::parse("VIETTEL-CA").unwrap();
+    let meta = Metadata { actor: "ca:VIETTEL-CA".into(), ..Metadata::default() };
+    let run = || async {
+        let (rows, errors) = legacy::parse(csv, 2023);
+        import_legacy(&seq, &meta, &viettel, rows, ImportReport { failed: errors, ..ImportReport::default() })
+            .await
+            .unwrap()
+    };
+    let first = run().await;
+    assert_eq!((first.imported, first.unchanged), (2, 0));
+    assert_eq!(first.failed.iter().map(|e| e.line).collect::<Vec<_>>(), vec![3, 4], "{:?}", first.failed);
+    assert!(first.failed[0].problem.contains("already issued by VNPT-CA"), "{}", first.failed[0].problem);
+    let again = run().await;
+    assert_eq!((again.imported, again.unchanged, again.failed.len()), (0, 2, 2));
+    drop(seq);
+    thread.join().unwrap();
+}
