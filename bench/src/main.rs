@@ -3,7 +3,10 @@
 //! far less). `--quick` runs a few milliseconds per cell so `./scripts/test` keeps it alive.
 
 use clap::Parser;
-use commands::{AppendToStreams, Sequencer, SequencerConfig, StreamAppender, SystemClock};
+use commands::domain::ca::SEED_CAS;
+use commands::domain::{CaId, Campaign, Cccd, Channel, Command, IssuanceStatus, Place, RecordIssuance, Segment};
+use commands::registrar::{Registrar, Submission};
+use commands::{AppendToStreams, Handler, ManualClock, Sequencer, SequencerConfig, StreamAppender, SystemClock};
 use event_store::{EventData, EventStore, ExpectedVersion, LogWriter, Metadata, RegistryTime, StreamAppend, StreamId};
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 use std::path::{Path, PathBuf};
@@ -52,10 +55,26 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     for tasks in SUBMITTERS {
-        let r = runtime.block_on(submitters(&base, tasks, cell));
+        let r = runtime.block_on(submitters(&base, tasks, cell, generic_append));
         println!("| {tasks} | {} | {:.0} | {:.2} | {:.2} |", fmt(r.rate), r.avg_batch, r.p50_ms, r.p99_ms);
         eprintln!("  {tasks} submitters: checksum {}", r.checksum);
     }
+    println!();
+    println!(
+        "Domain command path: RecordIssuance for unique citizens (decide + apply + salted leaf + durable append)."
+    );
+    println!();
+    println!("| submitters | accepted cmds/s | avg batch | p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|");
+    for tasks in [64, 1024] {
+        let r = runtime.block_on(domain_issuances(&base, tasks, cell));
+        println!("| {tasks} | {} | {:.0} | {:.2} | {:.2} |", fmt(r.rate), r.avg_batch, r.p50_ms, r.p99_ms);
+        eprintln!("  {tasks} domain submitters: checksum {}", r.checksum);
+    }
+}
+
+fn generic_append(t: usize, n: u64) -> AppendToStreams {
+    AppendToStreams { meta: meta(), appends: vec![one_event(format!("t{t}-{n}"), n)] }
 }
 
 fn fmt(rate: f64) -> String {
@@ -142,12 +161,17 @@ struct SubmitResult {
     checksum: String,
 }
 
-/// Many tasks, each submitting one event and awaiting its durable ack, in a loop.
-async fn submitters(base: &Path, tasks: usize, cell: Duration) -> SubmitResult {
-    let dir = tempfile::tempdir_in(base).expect("temp dir");
-    let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
-    let (sequencer, thread) =
-        Sequencer::start(writer, StreamAppender, Arc::new(SystemClock), SequencerConfig::default());
+/// Many tasks, each submitting one command built by `make(task, n)` and awaiting its
+/// durable answer, in a loop.
+async fn run_submitters<H: Handler>(
+    store: Arc<EventStore>,
+    sequencer: Sequencer<H>,
+    thread: std::thread::JoinHandle<()>,
+    tasks: usize,
+    cell: Duration,
+    make: fn(usize, u64) -> H::Command,
+    accepted: fn(&H::Reply) -> bool,
+) -> SubmitResult {
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -159,9 +183,9 @@ async fn submitters(base: &Path, tasks: usize, cell: Duration) -> SubmitResult {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let cmd = AppendToStreams { meta: meta(), appends: vec![one_event(format!("t{t}-{n}"), n)] };
                     let sent = Instant::now();
-                    sequencer.submit(cmd).await.expect("submit").expect("append");
+                    let reply = sequencer.submit(make(t, n)).await.expect("submit");
+                    assert!(accepted(&reply), "benchmark commands are all accepted");
                     latencies.push(sent.elapsed());
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
@@ -190,4 +214,65 @@ async fn submitters(base: &Path, tasks: usize, cell: Duration) -> SubmitResult {
         p99_ms: pct(0.99),
         checksum: format!("last seq {} root {}", head.size, &hex::encode(head.root)[..16]),
     }
+}
+
+async fn submitters(
+    base: &Path,
+    tasks: usize,
+    cell: Duration,
+    make: fn(usize, u64) -> AppendToStreams,
+) -> SubmitResult {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
+    let (sequencer, thread) =
+        Sequencer::start(writer, StreamAppender, Arc::new(SystemClock), SequencerConfig::default());
+    run_submitters(store, sequencer, thread, tasks, cell, make, |r| r.is_ok()).await
+}
+
+const HUE: &str = include_str!("../../campaigns/thua-thien-hue.toml");
+
+/// A unique, valid Huế CCCD per (task, n): birth years 1960–1999, six random-range digits.
+fn citizen(t: usize, n: u64) -> Cccd {
+    let id = (t as u64) << 32 | n;
+    let (yy, range) = (60 + (id / 1_000_000) % 40, id % 1_000_000);
+    Cccd::parse(&format!("0461{yy:02}{range:06}"), 2023).expect("a valid CCCD")
+}
+
+fn domain_issuance(t: usize, n: u64) -> Submission {
+    let ca = CaId::parse(SEED_CAS[t % SEED_CAS.len()].0).expect("a seed CA");
+    let issuance = RecordIssuance {
+        citizen: citizen(t, n),
+        ca: ca.clone(),
+        channel: Channel::App,
+        segment: Segment::AdultCitizen,
+        commune: "19819".into(),
+        place: Place::Commune,
+        status: IssuanceStatus::Active,
+        staff: None,
+        serial: None,
+        activated_at: RegistryTime(DOMAIN_NOW.0 - 60_000),
+    };
+    Submission {
+        meta: Metadata { actor: format!("ca:{ca}"), ..Metadata::default() },
+        command: Command::RecordIssuance(Box::new(issuance)),
+    }
+}
+
+/// 2023-09-01 08:00 UTC, inside Huế's phase 1.
+const DOMAIN_NOW: RegistryTime = RegistryTime(1_693_555_200_000);
+
+async fn domain_issuances(base: &Path, tasks: usize, cell: Duration) -> SubmitResult {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
+    let campaign = Campaign::from_toml(HUE).expect("the Huế campaign");
+    let registrar = Registrar::open(Arc::clone(&store), campaign).expect("registrar");
+    let clock = Arc::new(ManualClock::new(DOMAIN_NOW));
+    let (sequencer, thread) = Sequencer::start(writer, registrar, clock, SequencerConfig::default());
+    for (id, name, app) in SEED_CAS {
+        let command =
+            Command::RegisterCa { ca: CaId::parse(id).expect("a seed CA"), name: name.into(), app_name: app.into() };
+        let meta = Metadata { actor: "admin".into(), ..Metadata::default() };
+        sequencer.submit(Submission { meta, command }).await.expect("submit").expect("registered");
+    }
+    run_submitters(store, sequencer, thread, tasks, cell, domain_issuance, |r| r.is_ok()).await
 }
