@@ -64,10 +64,6 @@ impl Registrar {
         Ok(Self { registry: replay(&store, &campaign)?, store, campaign })
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Stages the events of one command (all or none) and applies them.
     fn record(
         &mut self,

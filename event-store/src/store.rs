@@ -7,7 +7,7 @@ use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
@@ -112,9 +112,6 @@ impl Batch {
     pub fn recorded_at(&self) -> RegistryTime {
         self.recorded_at
     }
-    pub fn event_count(&self) -> usize {
-        self.events.len()
-    }
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.writes.is_empty()
     }
@@ -141,7 +138,6 @@ pub struct Committed {
 /// Read access to the log. Shared (`Arc`) by every reader; reads never wait for the writer.
 pub struct EventStore {
     db: DB,
-    path: PathBuf,
     head: RwLock<TreeHead>,
 }
 
@@ -153,7 +149,6 @@ pub struct LogWriter {
     tree: CompactRange,
     heads: HashMap<StreamId, u64>,
     salts: HashMap<String, Salt>,
-    sync: bool,
 }
 
 fn db_options() -> Options {
@@ -196,7 +191,7 @@ impl EventStore {
                 db.write_opt(wb, &wo)?;
             }
         }
-        let store = Arc::new(Self::checked(db, path)?);
+        let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
@@ -204,7 +199,6 @@ impl EventStore {
             store: Arc::clone(&store),
             heads: HashMap::new(),
             salts: HashMap::new(),
-            sync: true,
         };
         Ok((store, writer))
     }
@@ -218,13 +212,13 @@ impl EventStore {
         }
         let names = Cf::ALL.map(Cf::name);
         let db = DB::open_cf_for_read_only(&db_options(), path, names, false)?;
-        let store = Arc::new(Self::checked(db, path)?);
+        let store = Arc::new(Self::checked(db)?);
         store.load_compact_range()?;
         Ok(store)
     }
 
     /// Checks the format version and that the tree head agrees with the last event.
-    fn checked(db: DB, path: &Path) -> Result<Self, StoreError> {
+    fn checked(db: DB) -> Result<Self, StoreError> {
         let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
         let format =
             db.get_cf(meta, META_FORMAT)?.ok_or_else(|| StoreError::CorruptMeta("no format version record".into()))?;
@@ -245,7 +239,7 @@ impl EventStore {
             },
             Some(_) => return Err(StoreError::CorruptMeta("tree head record is not 40 bytes".into())),
         };
-        let store = EventStore { db, path: path.to_path_buf(), head: RwLock::new(head) };
+        let store = EventStore { db, head: RwLock::new(head) };
         let last = store.last_event_key()?;
         if last != head.size {
             return Err(StoreError::CorruptMeta(format!(
@@ -280,10 +274,6 @@ impl EventStore {
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(cf.name()).expect("opened with every Cf")
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The last committed seq (0 for an empty log).
@@ -479,12 +469,6 @@ impl LogWriter {
         &self.store
     }
 
-    /// Turns off fsync for benchmarks of the CPU path only. Never used by kyso itself.
-    #[doc(hidden)]
-    pub fn set_sync(&mut self, sync: bool) {
-        self.sync = sync;
-    }
-
     /// Starts a batch whose events are recorded at `recorded_at`.
     pub fn begin(&self, recorded_at: RegistryTime) -> Batch {
         Batch {
@@ -626,7 +610,7 @@ impl LogWriter {
         head_bytes[8..].copy_from_slice(&head.root);
         wb.put_cf(store.cf(Cf::Meta), META_TREE, head_bytes);
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
+        wo.set_sync(true);
         store.db.write_opt(wb, &wo)?;
 
         self.tree = tree;
