@@ -10,7 +10,11 @@ pub enum Cf {
     /// `len (u16) ‖ stream id → version (u64)`: its head, so a new stream costs one point
     /// lookup (bloom-filtered) rather than a seek.
     Streams,
-    /// `level (u8) ‖ index (u64) → hash`: every complete perfect subtree of the Merkle tree.
+    /// The Merkle tree, stored as Tessera does: leaf hashes 256 to a key (`0xFF ‖ tile (u64)
+    /// → up to 256 × 32 bytes`, the rightmost tile rewritten as it fills), and every complete
+    /// perfect subtree from level 8 up as `level (u8) ‖ index (u64) → hash`. Levels 1–7 are
+    /// recomputed from a tile when a proof needs them. One key per 256 events instead of two
+    /// per event keeps the Merkle tree off the write path's critical cost.
     Merkle,
     /// Format version, tree head, cursors and other single records.
     Meta,
@@ -80,6 +84,19 @@ pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = level;
     key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Leaves per tile is `2^TILE_HEIGHT`; nodes from this level up are stored one per key.
+pub(crate) const TILE_HEIGHT: u8 = 8;
+pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Tile keys start with a byte no level (≤ 64) can have.
+pub(crate) const TILE_PREFIX: u8 = 0xFF;
+
+pub(crate) fn tile_key(tile: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = TILE_PREFIX;
+    key[1..].copy_from_slice(&tile.to_be_bytes());
     key
 }
 

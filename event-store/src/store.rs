@@ -149,6 +149,8 @@ pub struct LogWriter {
     tree: CompactRange,
     heads: HashMap<StreamId, u64>,
     salts: HashMap<String, Salt>,
+    /// Leaf hashes of the partial tile at the right edge, rewritten whole with each batch.
+    right_tile: Vec<Hash>,
 }
 
 fn db_options() -> Options {
@@ -195,6 +197,7 @@ impl EventStore {
         let tree = store.load_compact_range()?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
+            right_tile: store.right_tile(tree.size())?,
             tree,
             store: Arc::clone(&store),
             heads: HashMap::new(),
@@ -409,11 +412,58 @@ impl EventStore {
 impl NodeSource for EventStore {
     type Error = StoreError;
     fn node(&self, id: NodeId) -> Result<Hash, StoreError> {
-        let bytes = self
+        let merkle = self.cf(Cf::Merkle);
+        if id.level >= cf::TILE_HEIGHT {
+            let bytes =
+                self.db.get_pinned_cf(merkle, cf::node_key(id.level, id.index))?.ok_or(StoreError::MissingNode(id))?;
+            return bytes.as_ref().try_into().map_err(|_| StoreError::MissingNode(id));
+        }
+        // A node below the tile height covers 2^level leaves inside one tile.
+        let first_leaf = id.index << id.level;
+        let offset = (first_leaf % cf::TILE_WIDTH) as usize;
+        let tile = self
             .db
-            .get_cf(self.cf(Cf::Merkle), cf::node_key(id.level, id.index))?
+            .get_pinned_cf(merkle, cf::tile_key(first_leaf / cf::TILE_WIDTH))?
             .ok_or(StoreError::MissingNode(id))?;
-        bytes.as_slice().try_into().map_err(|_| StoreError::MissingNode(id))
+        let leaves = tile.get(offset * 32..(offset + (1 << id.level)) * 32).ok_or(StoreError::MissingNode(id))?;
+        let mut level: Vec<Hash> = leaves.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+        while level.len() > 1 {
+            level = level.chunks_exact(2).map(|pair| merkle::hash_children(&pair[0], &pair[1])).collect();
+        }
+        Ok(level[0])
+    }
+}
+
+impl EventStore {
+    /// Every stored leaf hash in leaf order (seq 1 first), read tile by tile.
+    pub fn stored_leaves(&self) -> impl Iterator<Item = Result<Hash, StoreError>> + '_ {
+        self.scan_prefix(Cf::Merkle, &[cf::TILE_PREFIX]).flat_map(|item| {
+            let hashes: Vec<Result<Hash, StoreError>> = match item {
+                Err(e) => vec![Err(e)],
+                Ok((_, tile)) if tile.len() % 32 != 0 => {
+                    vec![Err(StoreError::CorruptMeta("a Merkle tile is not a whole number of hashes".into()))]
+                }
+                Ok((_, tile)) => tile.chunks_exact(32).map(|c| Ok(c.try_into().expect("32-byte chunks"))).collect(),
+            };
+            hashes
+        })
+    }
+
+    /// The leaves of the rightmost, not yet full tile.
+    fn right_tile(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let filled = (size % cf::TILE_WIDTH) as usize;
+        if filled == 0 {
+            return Ok(Vec::new());
+        }
+        let tile = self.db.get_cf(self.cf(Cf::Merkle), cf::tile_key(size / cf::TILE_WIDTH))?.unwrap_or_default();
+        if tile.len() != filled * 32 {
+            return Err(StoreError::CorruptMeta(format!(
+                "the last Merkle tile holds {} bytes, expected {}",
+                tile.len(),
+                filled * 32
+            )));
+        }
+        Ok(tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect())
     }
 }
 
@@ -584,13 +634,26 @@ impl LogWriter {
         let store = Arc::clone(&self.store);
         let (events_cf, streams_cf, merkle_cf) = (store.cf(Cf::Events), store.cf(Cf::Streams), store.cf(Cf::Merkle));
         let mut tree = self.tree.clone();
+        let mut tile: Vec<u8> = self.right_tile.concat();
         let mut wb = WriteBatch::default();
         for (env, salt) in &batch.events {
             assert_eq!(env.seq.0, tree.size() + 1, "seqs are gap-free");
             wb.put_cf(events_cf, cf::seq_key(env.seq.0), env.encode());
             wb.put_cf(streams_cf, cf::stream_key(env.stream.as_str(), env.stream_version), cf::seq_key(env.seq.0));
             let leaf = merkle::hash_leaf(&env.leaf_bytes(salt.as_ref()));
-            tree.append(leaf, |id, hash| wb.put_cf(merkle_cf, cf::node_key(id.level, id.index), hash));
+            tree.append(leaf, |id, hash| {
+                if id.level >= cf::TILE_HEIGHT {
+                    wb.put_cf(merkle_cf, cf::node_key(id.level, id.index), hash);
+                }
+            });
+            tile.extend_from_slice(&leaf);
+            if tile.len() as u64 == cf::TILE_WIDTH * 32 {
+                wb.put_cf(merkle_cf, cf::tile_key((tree.size() - 1) / cf::TILE_WIDTH), &tile);
+                tile.clear();
+            }
+        }
+        if !tile.is_empty() {
+            wb.put_cf(merkle_cf, cf::tile_key(tree.size() / cf::TILE_WIDTH), &tile);
         }
         for (subject, salt) in &batch.new_salts {
             wb.put_cf(store.cf(Cf::Salts), subject.as_bytes(), salt);
@@ -614,6 +677,7 @@ impl LogWriter {
         store.db.write_opt(wb, &wo)?;
 
         self.tree = tree;
+        self.right_tile = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
         self.next_seq = head.size + 1;
         if self.heads.len() + batch.heads.len() > HEADS_CACHE_MAX {
             self.heads.clear();

@@ -2,7 +2,7 @@
 //! with what the store claims. Works on a copy of a data dir, opened read-only.
 
 use event_store::merkle::{CompactRange, Hash, hash_leaf};
-use event_store::{Cf, EventStore, Seq, StoreError, TreeHead};
+use event_store::{EventStore, Seq, StoreError, TreeHead};
 
 /// What was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +38,11 @@ pub fn verify_log(store: &EventStore, mut progress: impl FnMut(u64)) -> Result<V
     let head = store.tree_head();
     let mut tree = CompactRange::new();
     let mut erased = 0;
-    // Stored leaves are the level-0 Merkle nodes, keyed (0, index): walk them beside the events.
-    let mut stored_leaves = store.scan_prefix(Cf::Merkle, &[0u8]);
+    let mut stored_leaves = store.stored_leaves();
     for envelope in store.read_from(Seq(1)) {
         let envelope = envelope?;
         let seq = envelope.seq;
-        let stored: Hash = match stored_leaves.next() {
-            Some(item) => item?.1.as_ref().try_into().map_err(|_| VerifyError::LeafMismatch { seq })?,
-            None => return Err(VerifyError::LeafMismatch { seq }),
-        };
+        let stored: Hash = stored_leaves.next().ok_or(VerifyError::LeafMismatch { seq })??;
         let salt = match &envelope.subject {
             None => None,
             Some(subject) => match store.salt(subject)? {
