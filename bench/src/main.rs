@@ -26,6 +26,16 @@ struct Args {
     /// Where the temporary stores go (the disk being measured).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run one table only (for profiling one path).
+    #[arg(long, value_enum)]
+    only: Option<Table>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Table {
+    Append,
+    Submitters,
+    Domain,
 }
 
 const VALUE_BYTES: usize = 250;
@@ -41,24 +51,43 @@ fn main() {
         cell.as_secs_f64(),
         base.display()
     );
+    let run = |t: Table| args.only.is_none_or(|only| only == t);
+    if run(Table::Append) {
+        append_table(&base, cell);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    if run(Table::Submitters) {
+        submitters_table(&runtime, &base, cell);
+    }
+    if run(Table::Domain) {
+        domain_table(&runtime, &base, cell);
+    }
+}
+
+fn append_table(base: &Path, cell: Duration) {
     println!();
     println!("| batch | raw rocksdb ev/s | kyso append ev/s | ratio |");
     println!("|---:|---:|---:|---:|");
     for batch in BATCH_SIZES {
-        let raw = raw_rocksdb(&base, batch, cell);
-        let (kyso, checksum) = kyso_append(&base, batch, cell);
+        let raw = raw_rocksdb(base, batch, cell);
+        let (kyso, checksum) = kyso_append(base, batch, cell);
         println!("| {batch} | {} | {} | {:.2} |", fmt(raw), fmt(kyso), kyso / raw);
         eprintln!("  batch {batch}: checksum {checksum}");
     }
+}
+
+fn submitters_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) {
     println!();
     println!("| submitters | acked ev/s | avg batch | p50 ms | p99 ms |");
     println!("|---:|---:|---:|---:|---:|");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     for tasks in SUBMITTERS {
-        let r = runtime.block_on(submitters(&base, tasks, cell, generic_append));
+        let r = runtime.block_on(submitters(base, tasks, cell, generic_append));
         println!("| {tasks} | {} | {:.0} | {:.2} | {:.2} |", fmt(r.rate), r.avg_batch, r.p50_ms, r.p99_ms);
         eprintln!("  {tasks} submitters: checksum {}", r.checksum);
     }
+}
+
+fn domain_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) {
     println!();
     println!(
         "Domain command path: RecordIssuance for unique citizens (decide + apply + salted leaf + durable append)."
@@ -67,7 +96,7 @@ fn main() {
     println!("| submitters | accepted cmds/s | avg batch | p50 ms | p99 ms |");
     println!("|---:|---:|---:|---:|---:|");
     for tasks in [64, 1024] {
-        let r = runtime.block_on(domain_issuances(&base, tasks, cell));
+        let r = runtime.block_on(domain_issuances(base, tasks, cell));
         println!("| {tasks} | {} | {:.0} | {:.2} | {:.2} |", fmt(r.rate), r.avg_batch, r.p50_ms, r.p99_ms);
         eprintln!("  {tasks} domain submitters: checksum {}", r.checksum);
     }

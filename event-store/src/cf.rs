@@ -66,18 +66,26 @@ pub(crate) fn seq_key(seq: u64) -> [u8; SEQ_KEY_BYTES] {
 }
 
 pub(crate) fn stream_prefix(stream: &str) -> Vec<u8> {
-    let bytes = stream.as_bytes();
-    let len = u16::try_from(bytes.len()).expect("stream ids are bounded by MAX_STREAM_ID_BYTES");
-    let mut key = Vec::with_capacity(2 + bytes.len() + 8);
-    key.extend_from_slice(&len.to_be_bytes());
-    key.extend_from_slice(bytes);
+    let mut key = Vec::with_capacity(2 + stream.len() + 8);
+    push_stream_prefix(&mut key, stream);
     key
 }
 
+fn push_stream_prefix(key: &mut Vec<u8>, stream: &str) {
+    let len = u16::try_from(stream.len()).expect("stream ids are bounded by MAX_STREAM_ID_BYTES");
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(stream.as_bytes());
+}
+
 pub(crate) fn stream_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = stream_prefix(stream);
-    key.extend_from_slice(&version.to_be_bytes());
+    let mut key = Vec::with_capacity(2 + stream.len() + 8);
+    push_stream_key(&mut key, stream, version);
     key
+}
+
+pub(crate) fn push_stream_key(key: &mut Vec<u8>, stream: &str, version: u64) {
+    push_stream_prefix(key, stream);
+    key.extend_from_slice(&version.to_be_bytes());
 }
 
 pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {

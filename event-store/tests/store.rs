@@ -217,3 +217,26 @@ fn tiles_across_batches_and_reopens_give_the_same_tree_as_the_events() {
         verify::verify_consistency(from, size, &store.root_at(from).unwrap(), &root, &proof).unwrap();
     }
 }
+
+#[test]
+fn the_stored_envelope_format_does_not_drift() {
+    // Format 1, frozen: seq, stream, version, type, schema, recorded_at, meta, subject, payload.
+    let env = event_store::Envelope {
+        seq: Seq(300),
+        stream: StreamId::new("ca-X"),
+        stream_version: 2,
+        event_type: "T".into(),
+        schema_version: 1,
+        recorded_at: RegistryTime(1_000),
+        meta: Metadata {
+            actor: "a".into(),
+            correlation_id: None,
+            causation_id: Some("c".into()),
+            idempotency_key: None,
+        },
+        subject: None,
+        payload: vec![0xAB, 0xCD],
+    };
+    assert_eq!(hex::encode(env.encode()), "ac020463612d5802015401d00f016100010163000002abcd");
+    assert_eq!(postcard::from_bytes::<event_store::Envelope>(&env.encode()).unwrap(), env);
+}
