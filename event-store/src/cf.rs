@@ -6,9 +6,9 @@
 pub enum Cf {
     /// `seq (u64) → Envelope` (postcard).
     Events,
-    /// `len (u16) ‖ stream id ‖ version (u64) → seq (u64)`: one aggregate's history; and
-    /// `len (u16) ‖ stream id → version (u64)`: its head, so a new stream costs one point
-    /// lookup (bloom-filtered) rather than a seek.
+    /// `len (u16) ‖ stream id → version (u64) ‖ last seq (u64)`: each aggregate's head. A
+    /// stream's history is its events' `prev_seq` chain back from here; a new stream costs
+    /// one bloom-filtered point lookup.
     Streams,
     /// The Merkle tree, stored as Tessera does: leaf hashes 256 to a key (`0xFF ‖ tile (u64)
     /// → up to 256 × 32 bytes`, the rightmost tile rewritten as it fills), and every complete
@@ -75,17 +75,6 @@ fn push_stream_prefix(key: &mut Vec<u8>, stream: &str) {
     let len = u16::try_from(stream.len()).expect("stream ids are bounded by MAX_STREAM_ID_BYTES");
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(stream.as_bytes());
-}
-
-pub(crate) fn stream_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + stream.len() + 8);
-    push_stream_key(&mut key, stream, version);
-    key
-}
-
-pub(crate) fn push_stream_key(key: &mut Vec<u8>, stream: &str, version: u64) {
-    push_stream_prefix(key, stream);
-    key.extend_from_slice(&version.to_be_bytes());
 }
 
 pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {

@@ -80,6 +80,9 @@ pub struct Envelope {
     pub stream: StreamId,
     /// 1 for the stream's first event.
     pub stream_version: u64,
+    /// The stream's previous event: streams are read by following these links back from
+    /// the stream's head, so the write path needs no index key per event.
+    pub prev_seq: Option<Seq>,
     pub event_type: String,
     pub schema_version: u16,
     pub recorded_at: RegistryTime,
@@ -120,6 +123,7 @@ enum LeafBody<'a> {
 struct LeafForm<'a> {
     seq: Seq,
     stream_version: u64,
+    prev_seq: Option<Seq>,
     event_type: &'a str,
     schema_version: u16,
     recorded_at: RegistryTime,
@@ -158,6 +162,7 @@ impl Envelope {
         let form = LeafForm {
             seq: self.seq,
             stream_version: self.stream_version,
+            prev_seq: self.prev_seq,
             event_type: &self.event_type,
             schema_version: self.schema_version,
             recorded_at: self.recorded_at,

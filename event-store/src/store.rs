@@ -91,6 +91,23 @@ pub struct TreeHead {
     pub root: Hash,
 }
 
+/// Where a stream stands: its last version and the seq of its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamHead {
+    /// 0 for a stream with no events.
+    pub version: u64,
+    pub last_seq: Seq,
+}
+
+impl StreamHead {
+    fn encode(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.version.to_be_bytes());
+        out[8..].copy_from_slice(&self.last_seq.0.to_be_bytes());
+        out
+    }
+}
+
 /// Seqs given to one `stage` call: contiguous, `first..=last`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staged {
@@ -106,7 +123,7 @@ pub struct Batch {
     first_seq: u64,
     recorded_at: RegistryTime,
     events: Vec<(Envelope, Option<Salt>)>,
-    heads: HashMap<StreamId, u64>,
+    heads: HashMap<StreamId, StreamHead>,
     new_salts: HashMap<String, Salt>,
     writes: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -150,7 +167,7 @@ pub struct LogWriter {
     store: Arc<EventStore>,
     next_seq: u64,
     tree: CompactRange,
-    heads: HashMap<StreamId, u64>,
+    heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
     /// Leaf hashes of the partial tile at the right edge, rewritten whole with each batch.
     right_tile: Vec<Hash>,
@@ -311,31 +328,37 @@ impl EventStore {
         EventIter { raw, expected: from.0.max(1), done: false }
     }
 
-    /// One stream's events from `from_version` (1-based) on, in order.
-    pub fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-    ) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
-        let prefix = cf::stream_prefix(stream.as_str());
-        let start = cf::stream_key(stream.as_str(), from_version.max(1));
-        self.db
-            .iterator_cf(self.cf(Cf::Streams), IteratorMode::From(&start, Direction::Forward))
-            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
-            .map(move |item| {
-                let (_, value) = item?;
-                let seq = decode_seq_key(&value)
-                    .ok_or_else(|| StoreError::CorruptMeta("a streams value is not an 8-byte seq".into()))?;
-                self.event(Seq(seq))
-            })
+    /// One stream's events from `from_version` (1-based) on, in order. Walks the stream's
+    /// `prev_seq` links back from its head: cheap for the short streams of citizens, and it
+    /// spares the write path an index key per event.
+    pub fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Envelope>, StoreError> {
+        let head = self.stream_head(stream)?;
+        let mut events = Vec::new();
+        let mut next = (head.version >= from_version.max(1)).then_some(head.last_seq);
+        while let Some(seq) = next {
+            let event = self.event(seq)?;
+            if event.stream != *stream {
+                return Err(StoreError::Corrupt {
+                    seq,
+                    reason: format!("linked from stream {stream} but belongs to {}", event.stream),
+                });
+            }
+            next = event.prev_seq.filter(|_| event.stream_version > from_version.max(1));
+            events.push(event);
+        }
+        events.reverse();
+        Ok(events)
     }
 
-    /// The version of the stream's last event, 0 if it has none.
-    pub fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+    /// The stream's head; version 0 if it has no events.
+    pub fn stream_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
         match self.db.get_pinned_cf(self.cf(Cf::Streams), cf::stream_prefix(stream.as_str()))? {
-            None => Ok(0),
-            Some(bytes) => decode_seq_key(&bytes)
-                .ok_or_else(|| StoreError::CorruptMeta(format!("head of stream {stream} is not 8 bytes"))),
+            None => Ok(StreamHead::default()),
+            Some(bytes) if bytes.len() == 16 => Ok(StreamHead {
+                version: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                last_seq: Seq(u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"))),
+            }),
+            Some(_) => Err(StoreError::CorruptMeta(format!("head of stream {stream} is not 16 bytes"))),
         }
     }
 
@@ -533,19 +556,16 @@ impl LogWriter {
         }
     }
 
-    fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<u64, StoreError> {
-        if let Some(v) = batch.heads.get(stream) {
-            return Ok(*v);
+    fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<StreamHead, StoreError> {
+        if let Some(h) = batch.heads.get(stream).or_else(|| self.heads.get(stream)) {
+            return Ok(*h);
         }
-        if let Some(v) = self.heads.get(stream) {
-            return Ok(*v);
-        }
-        let v = self.store.stream_version(stream)?;
+        let h = self.store.stream_head(stream)?;
         if self.heads.len() >= HEADS_CACHE_MAX {
             self.heads.clear();
         }
-        self.heads.insert(stream.clone(), v);
-        Ok(v)
+        self.heads.insert(stream.clone(), h);
+        Ok(h)
     }
 
     /// The subject's salt: cached, stored, or new (then written with the batch).
@@ -575,7 +595,7 @@ impl LogWriter {
         meta: &Metadata,
         appends: Vec<StreamAppend>,
     ) -> Result<Staged, AppendError> {
-        let mut versions = Vec::with_capacity(appends.len());
+        let mut heads = Vec::with_capacity(appends.len());
         // A command may append twice to one stream; its second part sees its first.
         let mut local: HashMap<&StreamId, u64> = HashMap::default();
         for append in &appends {
@@ -583,31 +603,36 @@ impl LogWriter {
             if len == 0 || len > MAX_STREAM_ID_BYTES {
                 return Err(AppendError::InvalidStreamId(len));
             }
-            let actual = match local.get(&append.stream) {
-                Some(v) => *v,
-                None => self.head_of(batch, &append.stream)?,
-            };
+            let head = self.head_of(batch, &append.stream)?;
+            let actual = local.get(&append.stream).copied().unwrap_or(head.version);
             if !append.expected.admits(actual) {
                 return Err(VersionConflict { stream: append.stream.clone(), expected: append.expected, actual }.into());
             }
-            versions.push(actual);
+            heads.push(head);
             local.insert(&append.stream, actual + append.events.len() as u64);
         }
+        // Salts before anything is staged: a failed lookup must leave the batch untouched.
+        let mut salts = Vec::new();
+        for data in appends.iter().flat_map(|a| &a.events) {
+            salts.push(match &data.subject {
+                Some(subject) => Some(self.salt_for(batch, subject)?),
+                None => None,
+            });
+        }
+        let mut salts = salts.into_iter();
         let first_seq = batch.next_seq();
         let mut stream_versions = Vec::with_capacity(appends.len());
-        for (append, mut version) in appends.into_iter().zip(versions) {
+        for (append, head) in appends.into_iter().zip(heads) {
+            // Within one command the same stream continues from its own staged head.
+            let mut head = batch.heads.get(&append.stream).copied().unwrap_or(head);
             for data in append.events {
-                version += 1;
                 let seq = batch.next_seq();
-                let salt = match &data.subject {
-                    Some(subject) => Some(self.salt_for(batch, subject)?),
-                    None => None,
-                };
                 batch.events.push((
                     Envelope {
                         seq,
                         stream: append.stream.clone(),
-                        stream_version: version,
+                        stream_version: head.version + 1,
+                        prev_seq: (head.version > 0).then_some(head.last_seq),
                         event_type: data.event_type,
                         schema_version: data.schema_version,
                         recorded_at: batch.recorded_at,
@@ -615,17 +640,18 @@ impl LogWriter {
                         subject: data.subject,
                         payload: data.payload,
                     },
-                    salt,
+                    salts.next().expect("one salt slot per event"),
                 ));
+                head = StreamHead { version: head.version + 1, last_seq: seq };
             }
-            batch.heads.insert(append.stream, version);
-            stream_versions.push(version);
+            stream_versions.push(head.version);
+            batch.heads.insert(append.stream, head);
         }
         let last_seq = Seq(batch.next_seq().0 - 1);
         Ok(Staged { first_seq, last_seq, stream_versions })
     }
 
-    /// Writes the whole batch — events, stream index, Merkle nodes, tree head and extra
+    /// Writes the whole batch — events, stream heads, Merkle nodes, tree head and extra
     /// writes — as one RocksDB `WriteBatch` with `sync=true`.
     ///
     /// `Ok` means every event in it is on disk, has its seq and is in the tree. `Err` means
@@ -644,9 +670,6 @@ impl LogWriter {
             scratch.clear();
             env.encode_into(&mut scratch);
             wb.put_cf(events_cf, cf::seq_key(env.seq.0), &scratch);
-            scratch.clear();
-            cf::push_stream_key(&mut scratch, env.stream.as_str(), env.stream_version);
-            wb.put_cf(streams_cf, &scratch, cf::seq_key(env.seq.0));
             scratch.clear();
             env.write_leaf_bytes(salt.as_ref(), &mut scratch);
             let leaf = merkle::hash_leaf(&scratch);
@@ -667,8 +690,8 @@ impl LogWriter {
         for (subject, salt) in &batch.new_salts {
             wb.put_cf(store.cf(Cf::Salts), subject.as_bytes(), salt);
         }
-        for (stream, version) in &batch.heads {
-            wb.put_cf(streams_cf, cf::stream_prefix(stream.as_str()), version.to_be_bytes());
+        for (stream, head) in &batch.heads {
+            wb.put_cf(streams_cf, cf::stream_prefix(stream.as_str()), head.encode());
         }
         for (cf, key, value) in &batch.writes {
             match value {

@@ -35,8 +35,11 @@ fn group_commit_assigns_gap_free_seqs_and_extends_the_tree() {
     let all: Vec<_> = store.read_from(Seq(1)).collect::<Result<_, _>>().unwrap();
     assert_eq!(all.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert!(all.iter().all(|e| e.recorded_at == RegistryTime(1_000)));
-    let a_events: Vec<_> = store.read_stream(&StreamId::new("a"), 2).collect::<Result<_, _>>().unwrap();
+    let a_events = store.read_stream(&StreamId::new("a"), 2).unwrap();
     assert_eq!(a_events.iter().map(|e| (e.seq.0, e.stream_version)).collect::<Vec<_>>(), vec![(2, 2), (4, 3)]);
+    assert_eq!(store.read_stream(&StreamId::new("a"), 1).unwrap().len(), 3);
+    assert!(store.read_stream(&StreamId::new("a"), 4).unwrap().is_empty());
+    assert!(store.read_stream(&StreamId::new("nope"), 1).unwrap().is_empty());
 
     let leaves: Vec<_> = all.iter().map(|e| merkle::hash_leaf(&e.leaf_bytes(None))).collect();
     let head = store.tree_head();
@@ -220,11 +223,12 @@ fn tiles_across_batches_and_reopens_give_the_same_tree_as_the_events() {
 
 #[test]
 fn the_stored_envelope_format_does_not_drift() {
-    // Format 1, frozen: seq, stream, version, type, schema, recorded_at, meta, subject, payload.
+    // Format 1, frozen: seq, stream, version, prev, type, schema, recorded_at, meta, subject, payload.
     let env = event_store::Envelope {
         seq: Seq(300),
         stream: StreamId::new("ca-X"),
         stream_version: 2,
+        prev_seq: Some(Seq(7)),
         event_type: "T".into(),
         schema_version: 1,
         recorded_at: RegistryTime(1_000),
@@ -237,6 +241,6 @@ fn the_stored_envelope_format_does_not_drift() {
         subject: None,
         payload: vec![0xAB, 0xCD],
     };
-    assert_eq!(hex::encode(env.encode()), "ac020463612d5802015401d00f016100010163000002abcd");
+    assert_eq!(hex::encode(env.encode()), "ac020463612d58020107015401d00f016100010163000002abcd");
     assert_eq!(postcard::from_bytes::<event_store::Envelope>(&env.encode()).unwrap(), env);
 }
