@@ -162,7 +162,7 @@ fn meta() -> Metadata {
     Metadata { actor: "ca:BENCH".into(), ..Metadata::default() }
 }
 
-/// kyso's append path: envelope, stream index, Merkle nodes and tree head in one synced batch.
+/// kyso's append path: envelope, stream head, Merkle leaf tile and tree head in one synced batch.
 fn kyso_append(base: &Path, batch: usize, cell: Duration) -> (f64, String) {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, mut writer): (_, LogWriter) = EventStore::open(dir.path(), true).expect("kyso store");
