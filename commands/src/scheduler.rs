@@ -49,11 +49,15 @@ pub async fn expire_due(
     Ok(expired)
 }
 
-/// Scans every `every` until the sequencer stops.
+/// Scans every `every`. It holds a sequencer handle, which keeps the writer alive, so at
+/// shutdown abort this task first; it returns by itself only if the writer thread died.
 pub async fn run(store: Arc<EventStore>, sequencer: Sequencer<Registrar>, clock: Arc<dyn Clock>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if sequencer.is_stopped() {
+            return;
+        }
         match expire_due(&store, &sequencer, clock.as_ref()).await {
             Ok(n) if n > 0 => tracing::info!(expired = n, "demands expired"),
             Ok(_) => {}

@@ -19,9 +19,6 @@ pub trait Handler: Send + 'static {
     /// `batch.recorded_at()` is the registry's `now` for this command.
     fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, cmd: Self::Command) -> Self::Reply;
 
-    /// The batch is durable: promote whatever `handle` staged in memory.
-    fn committed(&mut self) {}
-
     /// The batch was not written: forget whatever `handle` staged in memory.
     fn rolled_back(&mut self) {}
 }
@@ -136,6 +133,11 @@ impl<H: Handler> Sequencer<H> {
         answer.await.map_err(|_| SubmitError::Stopped)?
     }
 
+    /// Whether the writer thread has stopped (every later `submit` answers `Stopped`).
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Commands waiting for the writer right now.
     pub fn queue_depth(&self) -> usize {
         self.config.queue_max - self.tx.capacity()
@@ -180,7 +182,6 @@ fn run<H: Handler>(
         stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
         match outcome {
             Ok(committed) => {
-                handler.committed();
                 if let Some(c) = committed {
                     stats.last_seq.store(c.last_seq.0, Ordering::Relaxed);
                 }
