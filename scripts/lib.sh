@@ -6,8 +6,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 ensure_deps() {
   local need=()
-  # rocksdb's bindgen loads libclang at build time.
-  if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
+  # rocksdb's bindgen loads libclang (libclang.so or libclang-N.so, not libclang-cpp) at
+  # build time; a machine may have libclang-cpp from another package and still lack it.
+  if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null; then
     need+=(libclang-dev)
   fi
   command -v g++ >/dev/null || need+=(g++)

@@ -2,6 +2,8 @@
 //! disk, printed as tables with ratios (absolute numbers drift on shared machines; ratios
 //! far less). `--quick` runs a few milliseconds per cell so `./scripts/test` keeps it alive.
 
+mod read_side;
+
 use clap::Parser;
 use commands::domain::ca::SEED_CAS;
 use commands::domain::{CaId, Campaign, Cccd, Channel, Command, IssuanceStatus, Place, RecordIssuance, Segment};
@@ -26,6 +28,9 @@ struct Args {
     /// Where the temporary stores go (the disk being measured).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Events in the synthetic log the projections are rebuilt from.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
     /// Run one table only (for profiling one path).
     #[arg(long, value_enum)]
     only: Option<Table>,
@@ -36,6 +41,7 @@ enum Table {
     Append,
     Submitters,
     Domain,
+    Projections,
 }
 
 const VALUE_BYTES: usize = 250;
@@ -61,6 +67,9 @@ fn main() {
     }
     if run(Table::Domain) {
         domain_table(&runtime, &base, cell);
+    }
+    if run(Table::Projections) {
+        read_side::table(&base, if args.quick { 20_000 } else { args.events });
     }
 }
 
@@ -294,7 +303,9 @@ async fn domain_issuances(base: &Path, tasks: usize, cell: Duration) -> SubmitRe
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
     let campaign = Campaign::from_toml(HUE).expect("the Huế campaign");
-    let registrar = Registrar::open(Arc::clone(&store), campaign).expect("registrar");
+    // With the inline citizen view, as `kyso serve` runs it.
+    let views: Vec<Box<dyn commands::registrar::InlineProjection>> = vec![Box::new(projections::citizen::CitizenViews)];
+    let registrar = Registrar::with_inline(Arc::clone(&store), campaign, views).expect("registrar");
     let clock = Arc::new(ManualClock::new(DOMAIN_NOW));
     let (sequencer, thread) = Sequencer::start(writer, registrar, clock, SequencerConfig::default());
     for (id, name, app) in SEED_CAS {

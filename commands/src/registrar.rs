@@ -9,6 +9,9 @@ use event_store::{
     AppendError, Batch, Cf, EventStore, ExpectedVersion, LogWriter, Metadata, RegistryTime, Seq, StoreError,
     StreamAppend,
 };
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A command and who sent it.
@@ -19,10 +22,31 @@ pub struct Submission {
 }
 
 /// The command happened. `events` is empty when it changed nothing (e.g. a re-import).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
     pub seqs: Option<(Seq, Seq)>,
     pub events: Vec<Event>,
+    /// The command was a retry with the same idempotency key: this is the first answer,
+    /// and nothing was recorded again.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// What an idempotency key remembers: the command it was used for and what it produced.
+#[derive(Debug, Serialize, Deserialize)]
+struct Remembered {
+    fingerprint: [u8; 32],
+    accepted: Accepted,
+}
+
+/// `actor ‖ 0 ‖ key`: keys are per caller, so two CAs may pick the same one.
+fn idempotency_key(actor: &str, key: &str) -> Vec<u8> {
+    [actor.as_bytes(), &[0], key.as_bytes()].concat()
+}
+
+/// Identifies a command's content. `Debug` prints every field of a command, deterministically.
+fn fingerprint(command: &Command) -> [u8; 32] {
+    Sha256::digest(format!("{command:?}").as_bytes()).into()
 }
 
 /// Why a submitted command did not happen.
@@ -43,11 +67,28 @@ pub enum OpenError {
     Decode(#[from] DecodeError),
 }
 
+/// A read model kept exact inside the write batch (the lookup must see the write that was
+/// just acknowledged): it sees each event right after the registry applied it and stages
+/// its own writes in the same batch.
+pub trait InlineProjection: Send {
+    /// Stages what `event` changed, given the registry that already includes it.
+    fn project(&mut self, registry: &Registry, event: &Event, batch: &mut Batch);
+    /// Called once at start-up with the replayed registry: a projection whose stored form is
+    /// missing or of another version rebuilds itself here, before any command runs.
+    fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError>;
+}
+
 pub struct Registrar {
     registry: Registry,
     store: Arc<EventStore>,
     campaign: Campaign,
+    inline: Vec<Box<dyn InlineProjection>>,
+    /// Keys used since start-up, including those in the batch being built (which the store
+    /// does not have yet). Cleared when a batch fails; bounded, since the store has them all.
+    recent_keys: HashMap<Vec<u8>, Arc<Remembered>>,
 }
+
+const RECENT_KEYS_MAX: usize = 1 << 18;
 
 /// Folds the whole log into a registry.
 pub fn replay(store: &EventStore, campaign: &Campaign) -> Result<Registry, OpenError> {
@@ -61,7 +102,25 @@ pub fn replay(store: &EventStore, campaign: &Campaign) -> Result<Registry, OpenE
 
 impl Registrar {
     pub fn open(store: Arc<EventStore>, campaign: Campaign) -> Result<Self, OpenError> {
-        Ok(Self { registry: replay(&store, &campaign)?, store, campaign })
+        Self::with_inline(store, campaign, Vec::new())
+    }
+
+    /// Opens with inline projections, which are brought up to date before this returns.
+    pub fn with_inline(
+        store: Arc<EventStore>,
+        campaign: Campaign,
+        mut inline: Vec<Box<dyn InlineProjection>>,
+    ) -> Result<Self, OpenError> {
+        let registry = replay(&store, &campaign)?;
+        for p in &mut inline {
+            p.open(&store, &registry)?;
+        }
+        Ok(Self { registry, store, campaign, inline, recent_keys: HashMap::new() })
+    }
+
+    /// The state `decide` sees; for tests and start-up checks, never for serving reads.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Stages the events of one command (all or none) and applies them.
@@ -91,6 +150,9 @@ impl Registrar {
         for (offset, e) in events.iter().enumerate() {
             self.index_deadline(batch, e);
             apply(&mut self.registry, Seq(staged.first_seq.0 + offset as u64), recorded_at, e);
+            for p in &mut self.inline {
+                p.project(&self.registry, e, batch);
+            }
         }
         Ok(Some((staged.first_seq, staged.last_seq)))
     }
@@ -130,15 +192,60 @@ impl Registrar {
     }
 }
 
+impl Registrar {
+    /// What an idempotency key was used for, from this batch, recent memory or the store.
+    fn remembered(&mut self, key: &[u8]) -> Result<Option<Arc<Remembered>>, StoreError> {
+        if let Some(seen) = self.recent_keys.get(key) {
+            return Ok(Some(Arc::clone(seen)));
+        }
+        match self.store.get(Cf::Idempotency, key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let seen: Remembered = postcard::from_bytes(&bytes)
+                    .map_err(|_| StoreError::CorruptMeta("an idempotency record does not decode".into()))?;
+                Ok(Some(Arc::new(seen)))
+            }
+        }
+    }
+}
+
 impl Handler for Registrar {
     type Command = Submission;
     type Reply = Result<Accepted, CommandError>;
 
     fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, sub: Submission) -> Self::Reply {
+        // Forget only between batches: keys staged in this batch are not in the store yet.
+        if batch.is_empty() && self.recent_keys.len() >= RECENT_KEYS_MAX {
+            self.recent_keys.clear();
+        }
+        let key = sub.meta.idempotency_key.as_deref().map(|k| idempotency_key(&sub.meta.actor, k));
+        let print = key.as_ref().map(|_| fingerprint(&sub.command));
+        if let (Some(key), Some(print)) = (&key, print)
+            && let Some(seen) = self.remembered(key)?
+        {
+            if seen.fingerprint != print {
+                let key = sub.meta.idempotency_key.clone().unwrap_or_default();
+                return Err(CommandError::Rejected {
+                    rejection: Rejection::IdempotencyKeyReused { key },
+                    logged_seq: None,
+                });
+            }
+            return Ok(Accepted { replayed: true, ..seen.accepted.clone() });
+        }
         match decide(&self.registry, &sub.command, batch.recorded_at()) {
             Ok(events) => {
                 let seqs = self.record(writer, batch, &sub.meta, &events)?;
-                Ok(Accepted { seqs, events })
+                let accepted = Accepted { seqs, events, replayed: false };
+                if let (Some(key), Some(fingerprint)) = (key, print) {
+                    let seen = Remembered { fingerprint, accepted: accepted.clone() };
+                    batch.put(
+                        Cf::Idempotency,
+                        key.clone(),
+                        postcard::to_stdvec(&seen).expect("serialising to a Vec cannot fail"),
+                    );
+                    self.recent_keys.insert(key, Arc::new(seen));
+                }
+                Ok(accepted)
             }
             Err(rejection) => {
                 let logged: Vec<Event> = refusal_event(&sub.command, &rejection).into_iter().collect();
@@ -151,6 +258,7 @@ impl Handler for Registrar {
     /// The batch never reached disk: the registry forgets it by folding the log again.
     /// Slow, and only after a failed write (e.g. a full disk).
     fn rolled_back(&mut self) {
+        self.recent_keys.clear();
         match replay(&self.store, &self.campaign) {
             Ok(registry) => self.registry = registry,
             Err(e) => panic!("the committed log no longer replays after a failed batch: {e}"),

@@ -26,9 +26,39 @@ impl fmt::Display for Seq {
 
 /// The registry's clock, in milliseconds since the Unix epoch (UTC). Chosen by the sequencer
 /// once per batch and never read from the wall clock by the domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-#[serde(transparent)]
+///
+/// Stored (postcard) as milliseconds since the Unix epoch; in human-readable formats (JSON)
+/// as RFC 3339 UTC, which is what API users and auditors read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct RegistryTime(pub i64);
+
+impl RegistryTime {
+    /// RFC 3339 UTC with milliseconds; the raw number if out of chrono's range.
+    pub fn rfc3339(self) -> String {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(self.0)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| self.0.to_string())
+    }
+}
+
+impl Serialize for RegistryTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(&self.rfc3339()) } else { s.serialize_i64(self.0) }
+    }
+}
+
+impl<'de> Deserialize<'de> for RegistryTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| RegistryTime(t.timestamp_millis()))
+                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))
+        } else {
+            i64::deserialize(d).map(RegistryTime)
+        }
+    }
+}
 
 impl RegistryTime {
     /// This time plus `ms` milliseconds (saturating).

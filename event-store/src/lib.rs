@@ -16,6 +16,6 @@ pub use cf::Cf;
 pub use envelope::{Envelope, Metadata, RegistryTime, Salt, Seq, StreamId};
 pub use error::{StoreError, VersionConflict};
 pub use store::{
-    AppendError, Batch, Committed, EventData, EventIter, EventStore, ExpectedVersion, FORMAT_VERSION, LogWriter,
-    MAX_STREAM_ID_BYTES, Staged, StreamAppend, StreamHead, TreeHead,
+    AppendError, AsideOp, Batch, Committed, EventData, EventIter, EventStore, ExpectedVersion, FORMAT_VERSION,
+    LogWriter, MAX_STREAM_ID_BYTES, Staged, StreamAppend, StreamHead, TreeHead,
 };

@@ -148,6 +148,27 @@ impl Batch {
     }
 }
 
+/// One write of [`EventStore::write_aside`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsideOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    /// Every key that starts with these bytes (a projection's old generation).
+    DeletePrefix(Vec<u8>),
+}
+
+/// The first key after every key starting with `prefix`; `None` if the prefix is all 0xFF.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// What a successful commit made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -424,6 +445,31 @@ impl EventStore {
             return Err(StoreError::SizeOutOfRange { size, current });
         }
         Ok(())
+    }
+
+    /// Writes derived data (projections that follow the log, their checkpoints) outside the
+    /// log, as one atomic batch. Not synced: what it writes can always be rebuilt from the
+    /// log, and a crash only sends a projection back to its last checkpoint, which is in the
+    /// same batch as its data. The log's own column families are refused.
+    pub fn write_aside(&self, cf: Cf, ops: impl IntoIterator<Item = AsideOp>) -> Result<(), StoreError> {
+        assert!(
+            matches!(cf, Cf::Projections | Cf::State),
+            "write_aside is for derived data; {} belongs to the log's writer",
+            cf.name()
+        );
+        let handle = self.cf(cf);
+        let mut wb = WriteBatch::default();
+        for op in ops {
+            match op {
+                AsideOp::Put(k, v) => wb.put_cf(handle, k, v),
+                AsideOp::Delete(k) => wb.delete_cf(handle, k),
+                AsideOp::DeletePrefix(p) => {
+                    let end = prefix_end(&p).expect("derived-data prefixes start with an ASCII letter");
+                    wb.delete_range_cf(handle, p, end)
+                }
+            }
+        }
+        Ok(self.db.write(wb)?)
     }
 
     /// Overwrites one raw value, bypassing the writer. Exists only so tamper tests can play

@@ -48,6 +48,16 @@ pub enum CaStatus {
     Expelled,
 }
 
+impl CaStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaStatus::Active => "active",
+            CaStatus::Suspended => "suspended",
+            CaStatus::Expelled => "expelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ca {
     pub id: CaId,

@@ -20,6 +20,18 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// The name the API and reports use (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::App => "app",
+            Channel::CaOffice => "ca_office",
+            Channel::DoorToDoor => "door_to_door",
+            Channel::Demand => "demand",
+            Channel::OneStopCounter => "one_stop_counter",
+            Channel::Booth => "booth",
+        }
+    }
+
     /// R11: channels where the citizen meets the CA's field staff in person.
     pub fn needs_staff(self) -> bool {
         matches!(self, Channel::DoorToDoor | Channel::Booth)
@@ -38,6 +50,29 @@ pub enum Segment {
     AdultCitizen,
 }
 
+impl Segment {
+    pub const ALL: [Segment; 6] = [
+        Segment::StateAgency,
+        Segment::SocioPolitical,
+        Segment::PublicService,
+        Segment::Student,
+        Segment::SmeWorker,
+        Segment::AdultCitizen,
+    ];
+
+    /// The name the API, reports and campaign files use (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::StateAgency => "state_agency",
+            Segment::SocioPolitical => "socio_political",
+            Segment::PublicService => "public_service",
+            Segment::Student => "student",
+            Segment::SmeWorker => "sme_worker",
+            Segment::AdultCitizen => "adult_citizen",
+        }
+    }
+}
+
 /// R5: an activation that failed for a technical reason still counts as issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,4 +87,26 @@ pub enum IssuanceStatus {
 pub enum DemandMode {
     Home,
     Remote,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialised_names() {
+        for s in Segment::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+        for c in [
+            Channel::App,
+            Channel::CaOffice,
+            Channel::DoorToDoor,
+            Channel::Demand,
+            Channel::OneStopCounter,
+            Channel::Booth,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name());
+        }
+    }
 }

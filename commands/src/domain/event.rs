@@ -23,6 +23,7 @@ pub enum RefusalReason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ComplaintKind {
     IssuedWithoutConsent,
     PreCollectedData,
@@ -41,7 +42,7 @@ pub enum AssignmentRule {
 }
 
 /// Where an issuance happened, for counts per zone / counter / booth (R14).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Place {
     Commune,
     Counter(String),

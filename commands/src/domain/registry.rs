@@ -6,7 +6,7 @@ use super::admin_units::{Unit, communes_of};
 use super::ca::{Ca, CaId, CaStatus};
 use super::campaign::Campaign;
 use super::cccd::Cccd;
-use super::channel::Channel;
+use super::channel::{Channel, DemandMode, IssuanceStatus};
 use super::command::{Command, RecordIssuance};
 use super::event::{
     AssignmentRule, ComplaintId, ComplaintKind, DemandId, Event, IssuanceRecorded, Place, RefusalReason, StaffId,
@@ -25,6 +25,10 @@ pub struct Holding {
     pub recorded_at: RegistryTime,
     pub activated_at: RegistryTime,
     pub free_until: RegistryTime,
+    /// `None` for an imported pre-campaign certificate (R6).
+    pub channel: Option<Channel>,
+    pub status: IssuanceStatus,
+    pub place: Option<Place>,
     pub legacy: bool,
 }
 
@@ -43,7 +47,7 @@ pub enum DemandState {
 }
 
 impl DemandState {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             DemandState::Open => "open",
             DemandState::Acknowledged => "acknowledged",
@@ -56,6 +60,7 @@ impl DemandState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
     pub citizen: Cccd,
+    pub mode: DemandMode,
     pub ca: Option<CaId>,
     pub expires_at: RegistryTime,
     pub state: DemandState,
@@ -607,6 +612,9 @@ pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Even
                 recorded_at,
                 activated_at: i.activated_at,
                 free_until: i.free_until,
+                channel: Some(i.channel),
+                status: i.status,
+                place: Some(i.place.clone()),
                 legacy: false,
             });
             // R12: any CA's issuance closes the citizen's open demand.
@@ -621,13 +629,22 @@ pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Even
                 recorded_at,
                 activated_at: *issued_at,
                 free_until: *free_until,
+                channel: None,
+                status: IssuanceStatus::Active,
+                place: None,
                 legacy: true,
             });
         }
-        Event::DemandRegistered { demand, citizen, chosen_ca, expires_at, .. } => {
+        Event::DemandRegistered { demand, citizen, mode, chosen_ca, expires_at, .. } => {
             r.demands.insert(
                 *demand,
-                Demand { citizen: *citizen, ca: chosen_ca.clone(), expires_at: *expires_at, state: DemandState::Open },
+                Demand {
+                    citizen: *citizen,
+                    mode: *mode,
+                    ca: chosen_ca.clone(),
+                    expires_at: *expires_at,
+                    state: DemandState::Open,
+                },
             );
             r.citizens.entry(*citizen).or_default().open_demand = Some(*demand);
             r.next_demand = r.next_demand.max(demand + 1);

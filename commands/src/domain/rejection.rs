@@ -58,6 +58,9 @@ pub enum Rejection {
     UnknownComplaint(u64),
     #[error("complaint {0} is already resolved")]
     ComplaintAlreadyResolved(u64),
+    /// The `Idempotency-Key` was already used by this caller for a different command.
+    #[error("idempotency key {key:?} was already used for a different command; use a new key")]
+    IdempotencyKeyReused { key: String },
     #[error("field `{field}`: {problem}")]
     Invalid { field: &'static str, problem: String },
 }
@@ -87,6 +90,7 @@ impl Rejection {
             Rejection::UnknownStaff(_) => "unknown-staff",
             Rejection::UnknownComplaint(_) => "unknown-complaint",
             Rejection::ComplaintAlreadyResolved(_) => "complaint-already-resolved",
+            Rejection::IdempotencyKeyReused { .. } => "idempotency-key-reused",
             Rejection::Invalid { .. } => "invalid",
         }
     }

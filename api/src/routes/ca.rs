@@ -1,0 +1,335 @@
+//! What CA services, the citizen portal and anyone with a QR code call.
+
+use super::{Body, PathParam, QueryParams, Receipt, cccd, idempotency_key, receipt, submit};
+use crate::problem::Problem;
+use crate::{AppState, Caller, Limits, Open};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json};
+use axum::routing::{delete, get, post};
+use chrono::{DateTime, Utc};
+use commands::domain::event::Place;
+use commands::domain::legacy;
+use commands::domain::{Channel, Command, DemandMode, Event, IssuanceStatus, RecordIssuance, Segment};
+use event_store::{RegistryTime, Seq};
+use projections::citizen::{self, CitizenView};
+use projections::demands::Stage;
+use projections::directory;
+use serde::{Deserialize, Serialize};
+
+pub fn router(limits: Limits) -> Router<AppState> {
+    Router::new()
+        .route("/citizens/{cccd}", get(lookup))
+        .route("/issuances", post(record))
+        .route("/issuances/switch", post(switch))
+        .route("/imports", post(import).layer(DefaultBodyLimit::max(limits.import_bytes)))
+        .route("/demands", get(demands).post(register_demand))
+        .route("/demands/{id}/ack", post(ack_demand))
+        .route("/staff", get(list_staff).post(register_staff))
+        .route("/staff/{id}", delete(revoke_staff))
+        .route("/staff/verify/{token}", get(verify_staff))
+}
+
+#[derive(Deserialize, Default)]
+struct LookupQuery {
+    /// The staff member doing the lookup in the field (R11), if any.
+    staff: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct LookupAnswer {
+    citizen: String,
+    #[serde(flatten)]
+    view: CitizenView,
+    /// Where this lookup was recorded (R2); absent for the Sở and auditors, whose reads are
+    /// not CA lookups.
+    lookup_seq: Option<Seq>,
+}
+
+/// R2: a CA's lookup is recorded, then answered from the view, which already includes
+/// every write acknowledged before it.
+async fn lookup(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+    QueryParams(q): QueryParams<LookupQuery>,
+) -> Result<Json<LookupAnswer>, Problem> {
+    caller.require(&["ca", "admin", "auditor"])?;
+    let citizen = cccd(&open, "cccd", &id)?;
+    let lookup_seq = match caller.ca() {
+        Ok(ca) => {
+            let command = Command::LookUpCitizen { citizen, ca: ca.clone(), staff: q.staff };
+            submit(&open, &caller, command, None).await?.seqs.map(|(s, _)| s)
+        }
+        Err(_) => None,
+    };
+    let view = citizen::lookup(&open.get().store, &citizen)
+        .map_err(|e| Problem::internal("reading the citizen view", e))?
+        .unwrap_or(CitizenView { issued: None, open_demand: None });
+    Ok(Json(LookupAnswer { citizen: citizen.to_string(), view, lookup_seq }))
+}
+
+/// Where the issuance happened (R14): the commune itself, a one-stop counter or a booth.
+#[derive(Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum PlaceBody {
+    #[default]
+    Commune,
+    Counter {
+        id: String,
+    },
+    Booth {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuanceBody {
+    citizen: String,
+    channel: Channel,
+    segment: Segment,
+    /// GSO commune code.
+    commune: String,
+    #[serde(default)]
+    place: PlaceBody,
+    #[serde(default = "active")]
+    status: IssuanceStatus,
+    staff: Option<u64>,
+    serial: Option<String>,
+    /// When the certificate was activated (RFC 3339); never after the registry's time (R8).
+    activated_at: DateTime<Utc>,
+}
+
+fn active() -> IssuanceStatus {
+    IssuanceStatus::Active
+}
+
+#[derive(Serialize)]
+struct IssuanceAnswer {
+    seq: Seq,
+    citizen: String,
+    free_until: RegistryTime,
+    late: bool,
+    /// Set when this answer repeats the first one for the same Idempotency-Key.
+    replayed: bool,
+    receipt: Option<Receipt>,
+}
+
+async fn issuance(
+    open: Open,
+    caller: Caller,
+    headers: HeaderMap,
+    body: IssuanceBody,
+    switch: bool,
+) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?.clone();
+    let key = idempotency_key(&headers)?;
+    let citizen = cccd(&open, "citizen", &body.citizen)?;
+    if body.serial.as_ref().is_some_and(|s| s.len() > 64) {
+        return Err(Problem::invalid("serial", "at most 64 characters"));
+    }
+    let place = match body.place {
+        PlaceBody::Commune => Place::Commune,
+        PlaceBody::Counter { id } => Place::Counter(id),
+        PlaceBody::Booth { id } => Place::Booth(id),
+    };
+    let cmd = Box::new(RecordIssuance {
+        citizen,
+        ca,
+        channel: body.channel,
+        segment: body.segment,
+        commune: body.commune,
+        place,
+        status: body.status,
+        staff: body.staff,
+        serial: body.serial,
+        activated_at: RegistryTime(body.activated_at.timestamp_millis()),
+    });
+    let command = if switch { Command::SwitchCa(cmd) } else { Command::RecordIssuance(cmd) };
+    let accepted = submit(&open, &caller, command, key).await?;
+    let Some(Event::IssuanceRecorded(i)) = accepted.events.first() else {
+        return Err(Problem::internal("recording an issuance", "the command produced no issuance"));
+    };
+    let answer = IssuanceAnswer {
+        seq: accepted.seqs.map(|(s, _)| s).unwrap_or_default(),
+        citizen: i.citizen.to_string(),
+        free_until: i.free_until,
+        late: i.late,
+        replayed: accepted.replayed,
+        receipt: receipt(&open, &accepted)?,
+    };
+    let status = if accepted.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(answer)))
+}
+
+/// R1–R5, R18: record an issuance; 409 names the CA that holds the citizen.
+async fn record(
+    open: Open,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<IssuanceBody>,
+) -> Result<impl IntoResponse, Problem> {
+    issuance(open, caller, headers, body, false).await
+}
+
+/// R7: the citizen switches to this CA; `free_until` stays the first CA's.
+async fn switch(
+    open: Open,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<IssuanceBody>,
+) -> Result<impl IntoResponse, Problem> {
+    issuance(open, caller, headers, body, true).await
+}
+
+/// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
+async fn import(open: Open, caller: Caller, body: String) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?.clone();
+    use chrono::Datelike;
+    let year = commands::domain::registry::date_of(open.get().clock.now()).year() as u16;
+    let (rows, errors) = legacy::parse(&body, year);
+    let report = commands::import::ImportReport { failed: errors, ..Default::default() };
+    let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
+    let report = commands::import::import_legacy(&open.get().sequencer, &meta, &ca, rows, report).await?;
+    Ok(Json(report))
+}
+
+#[derive(Deserialize, Default)]
+struct DemandQuery {
+    stage: Option<Stage>,
+}
+
+/// R12: a CA sees its own demands; the Sở sees all.
+async fn demands(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<DemandQuery>,
+) -> Result<impl IntoResponse, Problem> {
+    let ca = match caller.require(&["ca", "admin"])? {
+        crate::auth::Role::Ca(ca) => Some(ca.clone()),
+        _ => None,
+    };
+    let r = open.get();
+    let now = r.clock.now();
+    Ok(Json(r.projections.demands.read(|b| b.lines(ca.as_ref(), q.stage, now))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemandBody {
+    citizen: String,
+    mode: DemandMode,
+    phone: String,
+    commune: String,
+    /// Leave out to let the registry assign the zone's CA or the next in rotation (R19).
+    chosen_ca: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DemandAnswer {
+    demand: u64,
+    ca: Option<String>,
+    expires_at: Option<RegistryTime>,
+    receipt: Option<Receipt>,
+}
+
+/// R12: the portal registers a citizen's demand.
+async fn register_demand(
+    open: Open,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<DemandBody>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(&["portal", "admin"])?;
+    let key = idempotency_key(&headers)?;
+    let citizen = cccd(&open, "citizen", &body.citizen)?;
+    let chosen_ca = match body.chosen_ca {
+        Some(c) => Some(commands::domain::CaId::parse(&c).map_err(|e| Problem::invalid("chosen_ca", e))?),
+        None => None,
+    };
+    let command =
+        Command::RegisterDemand { citizen, mode: body.mode, phone: body.phone, commune: body.commune, chosen_ca };
+    let accepted = submit(&open, &caller, command, key).await?;
+    let mut answer = DemandAnswer { demand: 0, ca: None, expires_at: None, receipt: receipt(&open, &accepted)? };
+    for e in &accepted.events {
+        match e {
+            Event::DemandRegistered { demand, chosen_ca, expires_at, .. } => {
+                answer.demand = *demand;
+                answer.ca = chosen_ca.as_ref().map(|c| c.to_string());
+                answer.expires_at = Some(*expires_at);
+            }
+            Event::CaAssigned { ca, .. } => answer.ca = Some(ca.to_string()),
+            _ => {}
+        }
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// R12: the CA takes the demand on.
+async fn ack_demand(open: Open, caller: Caller, PathParam(id): PathParam<u64>) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?.clone();
+    let accepted = submit(&open, &caller, Command::AcknowledgeDemand { demand: id, ca }, None).await?;
+    Ok(Json(serde_json::json!({ "demand": id, "acknowledged": true, "receipt": receipt(&open, &accepted)? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaffBody {
+    full_name: String,
+    birth_year: u16,
+    position: String,
+    photo_ref: String,
+}
+
+/// R11: a CA registers a field staff member; the QR token is in this answer only.
+async fn register_staff(open: Open, caller: Caller, Body(body): Body<StaffBody>) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?.clone();
+    for (field, value) in [("full_name", &body.full_name), ("position", &body.position), ("photo_ref", &body.photo_ref)]
+    {
+        if value.trim().is_empty() || value.len() > 256 {
+            return Err(Problem::invalid(field, "must be 1 to 256 characters"));
+        }
+    }
+    let token = crate::auth::new_token();
+    let command = Command::RegisterStaff {
+        ca,
+        full_name: body.full_name,
+        birth_year: body.birth_year,
+        position: body.position,
+        photo_ref: body.photo_ref,
+        token_hash: crate::auth::hash(&token),
+    };
+    let accepted = submit(&open, &caller, command, None).await?;
+    let staff = accepted.events.iter().find_map(|e| match e {
+        Event::StaffRegistered { staff, .. } => Some(*staff),
+        _ => None,
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "staff": staff, "qr_token": token, "receipt": receipt(&open, &accepted)? })),
+    ))
+}
+
+async fn list_staff(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?;
+    Ok(Json(directory::staff_of(&open.get().store, ca).map_err(|e| Problem::internal("reading staff", e))?))
+}
+
+/// R11: revoke a staff member's badge; the next QR check fails.
+async fn revoke_staff(open: Open, caller: Caller, PathParam(id): PathParam<u64>) -> Result<impl IntoResponse, Problem> {
+    let ca = caller.ca()?.clone();
+    let accepted = submit(&open, &caller, Command::RevokeStaff { ca, staff: id }, None).await?;
+    Ok(Json(serde_json::json!({ "staff": id, "revoked": true, "receipt": receipt(&open, &accepted)? })))
+}
+
+/// R11: anyone scanning a QR code learns whether its bearer may act for the CA now.
+async fn verify_staff(open: Open, PathParam(token): PathParam<String>) -> Result<impl IntoResponse, Problem> {
+    if token.len() > 128 {
+        return Err(Problem::bad_request("bad-path", "a QR token is at most 128 characters"));
+    }
+    let v = directory::verify(&open.get().store, &crate::auth::hash(&token))
+        .map_err(|e| Problem::internal("checking a QR token", e))?;
+    Ok(Json(v))
+}

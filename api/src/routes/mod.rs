@@ -1,0 +1,127 @@
+//! The `/v1` routes, by who calls them. Handlers parse and authorise, submit a command to
+//! the sequencer or read a projection, and shape the answer; rules live in the domain.
+
+mod admin;
+mod ca;
+mod read;
+
+use crate::problem::Problem;
+use crate::{AppState, Caller, Limits, Open};
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use commands::domain::{Cccd, Command};
+use commands::registrar::{Accepted, Submission};
+use event_store::{Metadata, Seq};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub fn router(limits: Limits) -> Router<AppState> {
+    Router::new().merge(ca::router(limits)).merge(admin::router()).merge(read::router())
+}
+
+/// A JSON body whose problems are answered as problems: 400 for broken JSON, 415 for a
+/// missing content type, 422 for a field of the wrong shape, 413 for a body over the limit.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) => Err(json_problem(e)),
+        }
+    }
+}
+
+fn json_problem(e: JsonRejection) -> Problem {
+    let status = e.status();
+    let slug = match e {
+        JsonRejection::JsonDataError(_) => "invalid",
+        JsonRejection::JsonSyntaxError(_) => "malformed-json",
+        JsonRejection::MissingJsonContentType(_) => "unsupported-media-type",
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        _ => "bad-body",
+    };
+    Problem::new(status, slug, e.body_text())
+}
+
+/// Path parameters whose problems are 400s that say which part is wrong.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParam<T> {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|e: PathRejection| Problem::bad_request("bad-path", e.body_text()))
+    }
+}
+
+/// Query strings, likewise.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e: QueryRejection| Problem::bad_request("bad-query", e.body_text()))
+    }
+}
+
+/// Parses a CCCD, answering 422 with what is wrong with it.
+pub fn cccd(open: &Open, field: &str, s: &str) -> Result<Cccd, Problem> {
+    use chrono::Datelike;
+    let year = commands::domain::registry::date_of(open.get().clock.now()).year();
+    Cccd::parse(s, year as u16).map_err(|e| Problem::invalid(field, e))
+}
+
+/// Proof that the registry accepted a command at a position of its log (R3): with the
+/// leaf hash, the inclusion proof against any later checkpoint shows it was not rewritten.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    pub seq: Seq,
+    pub leaf_hash: String,
+    pub recorded_at: event_store::RegistryTime,
+}
+
+/// Submits `command` as the caller and waits for its durable answer.
+pub async fn submit(
+    open: &Open,
+    caller: &Caller,
+    command: Command,
+    idempotency_key: Option<String>,
+) -> Result<Accepted, Problem> {
+    let meta = Metadata { actor: caller.0.to_string(), idempotency_key, ..Metadata::default() };
+    Ok(open.get().sequencer.submit(Submission { meta, command }).await??)
+}
+
+/// The receipt of the first event an accepted command recorded.
+pub fn receipt(open: &Open, accepted: &Accepted) -> Result<Option<Receipt>, Problem> {
+    let Some((first, _)) = accepted.seqs else { return Ok(None) };
+    let store = &open.get().store;
+    let leaf = store.leaf_hash(first).map_err(|e| Problem::internal("reading a receipt", e))?;
+    let env = store.event(first).map_err(|e| Problem::internal("reading a receipt", e))?;
+    Ok(Some(Receipt { seq: first, leaf_hash: hex::encode(leaf), recorded_at: env.recorded_at }))
+}
+
+/// The `Idempotency-Key` header, if sent (1–128 visible ASCII characters).
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(s.to_string()))
+            }
+            _ => Err(Problem::bad_request(
+                "bad-idempotency-key",
+                "Idempotency-Key must be 1 to 128 visible ASCII characters",
+            )),
+        },
+    }
+}

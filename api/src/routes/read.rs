@@ -1,0 +1,297 @@
+//! Reports (reporters, Sở, auditors), the audit trail and the raw log (auditors, Sở).
+//! Reads never go through the sequencer.
+
+use super::{PathParam, QueryParams, cccd};
+use crate::problem::Problem;
+use crate::{AppState, Caller, Open};
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use chrono::NaiveDate;
+use commands::domain::{CaId, Channel, Segment};
+use event_store::Seq;
+use projections::audit::{self, Subject};
+use projections::counts::{Dim, Filter};
+use projections::demands::Stage;
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/reports/counts", get(counts))
+        .route("/reports/rollup", get(rollup))
+        .route("/reports/targets", get(targets))
+        .route("/reports/compliance", get(compliance))
+        .route("/reports/demands", get(demand_report))
+        .route("/reports/booths", get(booths))
+        .route("/reports/explain", get(explain))
+        .route("/audit/citizens/{cccd}", get(citizen_trail))
+        .route("/audit/cas/{id}", get(ca_trail))
+        .route("/events", get(events))
+}
+
+const READERS: &[&str] = &["reporter", "admin", "auditor"];
+const AUDITORS: &[&str] = &["auditor", "admin"];
+const MAX_PAGE: usize = 10_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CountsQuery {
+    ca: Option<String>,
+    district: Option<String>,
+    commune: Option<String>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    /// A single day (same as from = to = day).
+    day: Option<NaiveDate>,
+    channel: Option<Channel>,
+    segment: Option<Segment>,
+    /// Comma-separated: ca, district, commune, day, channel, segment, place.
+    group_by: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+impl CountsQuery {
+    fn filter(&self) -> Result<Filter, Problem> {
+        let ca = match &self.ca {
+            Some(c) => Some(CaId::parse(c).map_err(|e| Problem::invalid("ca", e))?),
+            None => None,
+        };
+        Ok(Filter {
+            ca,
+            district: self.district.clone(),
+            commune: self.commune.clone(),
+            from: self.day.or(self.from),
+            to: self.day.or(self.to),
+            channel: self.channel,
+            segment: self.segment,
+        })
+    }
+
+    fn dims(&self) -> Result<Vec<Dim>, Problem> {
+        let Some(g) = &self.group_by else { return Ok(Vec::new()) };
+        g.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                serde_json::from_value(serde_json::Value::String(s.trim().to_string())).map_err(|_| {
+                    Problem::invalid(
+                        "group_by",
+                        format!("{s:?} is not one of ca, district, commune, day, channel, segment, place"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn csv(&self) -> Result<bool, Problem> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(other) => Err(Problem::invalid("format", format!("{other:?} is not json or csv"))),
+        }
+    }
+}
+
+fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<Response, Problem> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| Problem::internal("writing CSV", e);
+    w.write_record(header_row).map_err(fail)?;
+    for r in rows {
+        w.write_record(&r).map_err(fail)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Problem::internal("writing CSV", e))?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response())
+}
+
+/// R14, R15, R18: issued certificates, filtered and grouped.
+async fn counts(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQuery>) -> Result<Response, Problem> {
+    caller.require(READERS)?;
+    let (filter, dims, csv) = (q.filter()?, q.dims()?, q.csv()?);
+    let rows = open.get().projections.counts.read(|c| c.group_by(&filter, &dims));
+    if csv {
+        let names: Vec<String> = dims
+            .iter()
+            .map(|d| serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+            .collect();
+        let mut header: Vec<&str> = names.iter().map(String::as_str).collect();
+        header.extend(["issued", "technical_error", "late", "switched_in"]);
+        return csv_response(
+            &header,
+            rows.into_iter().map(|r| {
+                let mut v = r.group;
+                v.extend(
+                    [r.tally.issued, r.tally.technical_error, r.tally.late, r.tally.switched_in].map(|n| n.to_string()),
+                );
+                v
+            }),
+        );
+    }
+    Ok(Json(rows).into_response())
+}
+
+/// R15: CA → commune → district → province.
+async fn rollup(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQuery>) -> Result<Response, Problem> {
+    caller.require(READERS)?;
+    let filter = q.filter()?;
+    Ok(Json(open.get().projections.counts.read(|c| c.rollup(&filter))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DateQuery {
+    date: Option<NaiveDate>,
+    format: Option<String>,
+}
+
+/// R16: progress against the campaign's targets, as of a day (default today).
+async fn targets(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
+    caller.require(READERS)?;
+    let r = open.get();
+    let day = q.date.unwrap_or_else(|| commands::domain::registry::date_of(r.clock.now()));
+    let t = r.projections.counts.read(|c| c.targets(&r.campaign, day));
+    if q.format.as_deref() == Some("csv") {
+        return csv_response(
+            &["name", "target", "issued", "percent", "planned_by_now", "behind_by"],
+            t.total.iter().chain(&t.segments).map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.target.to_string(),
+                    p.issued.to_string(),
+                    p.percent.to_string(),
+                    p.planned_by_now.to_string(),
+                    p.behind_by.to_string(),
+                ]
+            }),
+        );
+    }
+    Ok(Json(t).into_response())
+}
+
+/// R2, R4, R12, R13: how each CA keeps the rules.
+async fn compliance(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
+    caller.require(READERS)?;
+    Ok(Json(open.get().projections.compliance.read(|c| c.report())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DemandReportQuery {
+    ca: Option<String>,
+    stage: Option<Stage>,
+}
+
+#[derive(Serialize)]
+struct DemandReport {
+    by_ca: std::collections::BTreeMap<String, std::collections::BTreeMap<Stage, u64>>,
+    /// Counts only: reports carry no people (R9).
+    open: usize,
+}
+
+/// R12: demands by CA and stage.
+async fn demand_report(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<DemandReportQuery>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(READERS)?;
+    let ca = match &q.ca {
+        Some(c) => Some(CaId::parse(c).map_err(|e| Problem::invalid("ca", e))?),
+        None => None,
+    };
+    let r = open.get();
+    let now = r.clock.now();
+    Ok(Json(r.projections.demands.read(|b| DemandReport {
+        by_ca: b.summary(),
+        open: b.lines(ca.as_ref(), q.stage.or(Some(Stage::Open)), now).len(),
+    })))
+}
+
+/// R14: what each booth issued on a day (default today).
+async fn booths(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
+    caller.require(READERS)?;
+    let r = open.get();
+    let day = q.date.unwrap_or_else(|| commands::domain::registry::date_of(r.clock.now()));
+    let lines = r.projections.counts.read(|c| c.booths(day));
+    if q.format.as_deref() == Some("csv") {
+        return csv_response(
+            &["booth", "commune", "ca", "issued"],
+            lines.into_iter().map(|l| vec![l.booth, l.commune, l.ca.to_string(), l.issued.to_string()]),
+        );
+    }
+    Ok(Json(lines).into_response())
+}
+
+/// Every count traces back to events: the issuances behind a filter's total.
+async fn explain(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<CountsQuery>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(AUDITORS)?;
+    let filter = q.filter()?;
+    let r = open.get();
+    let seqs = audit::explain(&r.store, &r.projections.audit.key_prefix(), &filter)
+        .map_err(|e| Problem::internal("explaining a count", e))?;
+    let shown = &seqs[..seqs.len().min(MAX_PAGE)];
+    let entries = audit::entries(&r.store, shown).map_err(|e| Problem::internal("reading the trail", e))?;
+    Ok(Json(serde_json::json!({ "count": seqs.len(), "events": entries })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    from_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl Page {
+    fn from(&self) -> Seq {
+        Seq(self.from_seq.unwrap_or(1).max(1))
+    }
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(1000).clamp(1, MAX_PAGE)
+    }
+}
+
+async fn trail(open: &Open, subject: Subject, page: &Page) -> Result<Response, Problem> {
+    let r = open.get();
+    let seqs = audit::seqs(&r.store, &r.projections.audit.key_prefix(), &subject, page.from(), page.limit())
+        .map_err(|e| Problem::internal("reading the audit index", e))?;
+    let entries = audit::entries(&r.store, &seqs).map_err(|e| Problem::internal("reading the trail", e))?;
+    let caught_up_to = r.projections.audit.applied();
+    Ok(Json(serde_json::json!({ "as_of_seq": caught_up_to, "events": entries })).into_response())
+}
+
+/// R13: everything that touched a citizen, in seq order.
+async fn citizen_trail(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+    QueryParams(page): QueryParams<Page>,
+) -> Result<Response, Problem> {
+    caller.require(AUDITORS)?;
+    let citizen = cccd(&open, "cccd", &id)?;
+    trail(&open, Subject::Citizen(citizen), &page).await
+}
+
+/// R13: everything a CA did or had done to it, in seq order.
+async fn ca_trail(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+    QueryParams(page): QueryParams<Page>,
+) -> Result<Response, Problem> {
+    caller.require(AUDITORS)?;
+    let ca = CaId::parse(&id).map_err(|e| Problem::invalid("id", e))?;
+    trail(&open, Subject::Ca(ca), &page).await
+}
+
+/// The raw log, decoded, a page at a time.
+async fn events(open: Open, caller: Caller, QueryParams(page): QueryParams<Page>) -> Result<Response, Problem> {
+    caller.require(AUDITORS)?;
+    let r = open.get();
+    let seqs: Vec<Seq> = (page.from().0..=r.store.last_seq().0).take(page.limit()).map(Seq).collect();
+    let entries = audit::entries(&r.store, &seqs).map_err(|e| Problem::internal("reading the log", e))?;
+    Ok(Json(serde_json::json!({ "last_seq": r.store.last_seq(), "events": entries })).into_response())
+}

@@ -1,0 +1,354 @@
+//! Every route with every role it serves, and the 401/403/4xx it answers otherwise, driven
+//! in-process against a real store, sequencer and projections.
+
+use api::auth::{Role, Tokens};
+use api::{AppState, Limits, Registry, app};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use commands::domain::Campaign;
+use commands::registrar::{InlineProjection, Registrar};
+use commands::{Clock, ManualClock, Sequencer, SequencerConfig};
+use event_store::{EventStore, RegistryTime};
+use projections::{Follower, Projections};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const HUE: &str = include_str!("../../campaigns/thua-thien-hue.toml");
+const TOKENS: [(&str, &str); 6] = [
+    ("t-admin", "admin"),
+    ("t-auditor", "auditor"),
+    ("t-portal", "portal"),
+    ("t-reporter", "reporter"),
+    ("t-vnpt", "ca:VNPT-CA"),
+    ("t-viettel", "ca:VIETTEL-CA"),
+];
+
+struct Harness {
+    state: AppState,
+    clock: Arc<ManualClock>,
+    projections: Projections,
+    store: Arc<EventStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = EventStore::open(dir.path(), true).unwrap();
+        let campaign = Campaign::from_toml(HUE).unwrap();
+        let inline: Vec<Box<dyn InlineProjection>> =
+            vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
+        let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline).unwrap();
+        // 2023-09-01 08:00 UTC: phase 1 of the Huế campaign.
+        let clock = Arc::new(ManualClock::new(RegistryTime(1_693_555_200_000)));
+        let (sequencer, _thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
+        let projections = Projections::open(&store).unwrap();
+        let tokens: Vec<(&str, Role)> = TOKENS.iter().map(|(t, r)| (*t, r.parse().unwrap())).collect();
+        let state = AppState::new(Tokens::fixed(&tokens), Limits::default());
+        let as_clock: Arc<dyn Clock> = clock.clone();
+        state.set_registry(Registry {
+            store: Arc::clone(&store),
+            sequencer,
+            projections: projections.clone(),
+            campaign,
+            clock: as_clock,
+        });
+        Self { state, clock, projections, store, _dir: dir }
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        self.raw(req).await
+    }
+
+    async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = app(self.state.clone()).oneshot(req).await.unwrap();
+        let status = res.status();
+        let problem = res.headers().get("content-type").is_some_and(|v| v == "application/problem+json");
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap();
+        let v: Value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        if status.is_client_error() || status.is_server_error() {
+            assert!(problem, "{status} must be problem+json: {v}");
+        }
+        (status, v)
+    }
+
+    /// Folds the asynchronous projections up to the log's end.
+    fn catch_up(&self) {
+        Follower::new(Arc::clone(&self.store), &self.projections).catch_up().unwrap();
+    }
+
+    async fn setup_cas(&self) {
+        for (id, name, app) in commands::domain::ca::SEED_CAS {
+            let (s, v) = self
+                .call("POST", "/v1/cas", Some("t-admin"), Some(json!({"ca": id, "name": name, "app_name": app})))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+    }
+}
+
+fn issuance(citizen: &str) -> Value {
+    json!({
+        "citizen": citizen, "channel": "app", "segment": "adult_citizen", "commune": "19819",
+        "activated_at": "2023-09-01T07:30:00Z"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_routes_record_lookup_and_refuse_with_the_holder() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    // R2: the lookup is recorded and says "not issued".
+    let (s, v) = h.call("GET", "/v1/citizens/046196000123", Some("t-vnpt"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["issued"].is_null() && v["lookup_seq"].as_u64().is_some());
+
+    let (s, v) = h.call("POST", "/v1/issuances", Some("t-vnpt"), Some(issuance("046196000123"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["receipt"]["leaf_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(v["free_until"], "2024-09-01T07:30:00.000Z");
+    // The lookup right after the acknowledged write sees it.
+    let (_, v) = h.call("GET", "/v1/citizens/046196000123", Some("t-viettel"), None).await;
+    assert_eq!(v["issued"]["ca"], "VNPT-CA");
+    // R1/R3: another CA is refused with the holder, and the refusal is logged.
+    let (s, v) = h.call("POST", "/v1/issuances", Some("t-viettel"), Some(issuance("046196000123"))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["type"], "https://kyso.example/problems/already-issued");
+    assert_eq!(v["holder"]["ca"], "VNPT-CA");
+    assert!(v["refusal_logged_at_seq"].as_u64().is_some());
+    // R7: the citizen switches; the free year stays the first CA's.
+    let (s, v) = h.call("POST", "/v1/issuances/switch", Some("t-viettel"), Some(issuance("046196000123"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["free_until"], "2024-09-01T07:30:00.000Z");
+    // Only CAs record issuances; the Sở and others get 403, strangers 401.
+    for t in ["t-admin", "t-portal", "t-reporter", "t-auditor"] {
+        let (s, _) = h.call("POST", "/v1/issuances", Some(t), Some(issuance("046196000124"))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{t}");
+    }
+    assert_eq!(h.call("POST", "/v1/issuances", None, Some(issuance("046196000124"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.call("POST", "/v1/issuances", Some("nope"), Some(issuance("046196000124"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.call("GET", "/v1/citizens/046196000123", Some("t-portal"), None).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_4xx_problem_never_a_500() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    let cases: Vec<(&str, &str, Option<Value>, StatusCode)> = vec![
+        ("GET", "/v1/citizens/12345", None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("GET", "/v1/citizens/999196000123", None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", "/v1/issuances", Some(json!({"citizen": "046196000123"})), StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", "/v1/issuances", Some(json!({"citizen": 5, "channel": "fax"})), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "POST",
+            "/v1/issuances",
+            Some(
+                json!({"activated_at": "2030-01-01T00:00:00Z", "citizen": "046196000123", "channel": "app", "segment": "student", "commune": "19819"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/issuances",
+            Some(
+                json!({"activated_at": "2023-09-01T00:00:00Z", "citizen": "046196000123", "channel": "app", "segment": "student", "commune": "00000"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("POST", "/v1/demands/abc/ack", None, StatusCode::BAD_REQUEST),
+        ("POST", "/v1/demands/77/ack", None, StatusCode::NOT_FOUND),
+        ("GET", "/v1/nothing-here", None, StatusCode::NOT_FOUND),
+    ];
+    for (m, p, b, want) in cases {
+        let (s, v) = h.call(m, p, Some("t-vnpt"), b).await;
+        assert_eq!(s, want, "{m} {p}: {v}");
+    }
+    // Broken JSON, a missing content type, an oversized body.
+    let req = |body: &str, ct: Option<&str>| {
+        let mut r = Request::post("/v1/issuances").header("authorization", "Bearer t-vnpt");
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.body(Body::from(body.to_string())).unwrap()
+    };
+    assert_eq!(h.raw(req("{not json", Some("application/json"))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.raw(req("{}", None)).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = format!("{{\"citizen\": \"{}\"}}", "9".repeat(200_000));
+    assert_eq!(h.raw(req(&big, Some("application/json"))).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    let post = |body: Value, key: &str| {
+        Request::post("/v1/issuances")
+            .header("authorization", "Bearer t-vnpt")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (s1, v1) = h.raw(post(issuance("046196000200"), "k-1")).await;
+    assert_eq!(s1, StatusCode::CREATED, "{v1}");
+    let last = h.store.last_seq();
+    let (s2, v2) = h.raw(post(issuance("046196000200"), "k-1")).await;
+    assert_eq!(s2, StatusCode::OK);
+    assert_eq!((v2["seq"].clone(), v2["replayed"].clone()), (v1["seq"].clone(), json!(true)));
+    assert_eq!(h.store.last_seq(), last, "a replay records nothing");
+    let (s3, v3) = h.raw(post(issuance("046196000201"), "k-1")).await;
+    assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{v3}");
+    assert_eq!(v3["type"], "https://kyso.example/problems/idempotency-key-reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demands_staff_and_referee_routes_respect_roles() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    // R12: the portal registers; the chosen CA sees it, another CA does not.
+    let demand = json!({"citizen": "046196000300", "mode": "home", "phone": "0905123456", "commune": "19819", "chosen_ca": "VNPT-CA"});
+    let (s, v) = h.call("POST", "/v1/demands", Some("t-portal"), Some(demand.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["ca"], "VNPT-CA");
+    let id = v["demand"].as_u64().unwrap();
+    assert_eq!(h.call("POST", "/v1/demands", Some("t-vnpt"), Some(demand)).await.0, StatusCode::FORBIDDEN);
+    h.catch_up();
+    let (_, mine) = h.call("GET", "/v1/demands", Some("t-vnpt"), None).await;
+    let (_, theirs) = h.call("GET", "/v1/demands", Some("t-viettel"), None).await;
+    assert_eq!((mine.as_array().unwrap().len(), theirs.as_array().unwrap().len()), (1, 0));
+    assert!(mine[0]["time_left_ms"].as_i64().unwrap() > 0);
+    assert_eq!(
+        h.call("POST", &format!("/v1/demands/{id}/ack"), Some("t-viettel"), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(h.call("POST", &format!("/v1/demands/{id}/ack"), Some("t-vnpt"), None).await.0, StatusCode::OK);
+
+    // R11: staff with a QR token; anyone can verify it; a revoked badge fails at once.
+    let staff =
+        json!({"full_name": "Nguyễn Văn A", "birth_year": 1990, "position": "field agent", "photo_ref": "p/1.jpg"});
+    let (s, v) = h.call("POST", "/v1/staff", Some("t-vnpt"), Some(staff)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (staff_id, token) = (v["staff"].as_u64().unwrap(), v["qr_token"].as_str().unwrap().to_string());
+    let (_, ok) = h.call("GET", &format!("/v1/staff/verify/{token}"), None, None).await;
+    assert_eq!((ok["authorized"].clone(), ok["ca"]["ca"].clone()), (json!(true), json!("VNPT-CA")));
+    assert_eq!(h.call("GET", "/v1/staff/verify/forged", None, None).await.1["authorized"], json!(false));
+    let (_, list) = h.call("GET", "/v1/staff", Some("t-viettel"), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 0, "a CA sees only its own staff");
+    assert_eq!(
+        h.call("DELETE", &format!("/v1/staff/{staff_id}"), Some("t-viettel"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(h.call("DELETE", &format!("/v1/staff/{staff_id}"), Some("t-vnpt"), None).await.0, StatusCode::OK);
+    assert_eq!(h.call("GET", &format!("/v1/staff/verify/{token}"), None, None).await.1["authorized"], json!(false));
+
+    // R13: complaint → upheld → published violation → expulsion; referee routes are the Sở's.
+    let complaint = json!({"against": "VIETTEL-CA", "kind": "issued_without_consent", "citizen": "046196000300", "text": "signed without asking"});
+    let (s, v) = h.call("POST", "/v1/complaints", Some("t-portal"), Some(complaint)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let cid = v["id"].as_u64().unwrap();
+    let resolution = json!({"upheld": true, "note": "confirmed by the trail"});
+    assert_eq!(
+        h.call("POST", &format!("/v1/complaints/{cid}/resolve"), Some("t-portal"), Some(resolution.clone())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call("POST", &format!("/v1/complaints/{cid}/resolve"), Some("t-admin"), Some(resolution)).await.0,
+        StatusCode::CREATED
+    );
+    for t in ["t-vnpt", "t-reporter", "t-portal", "t-auditor"] {
+        assert_eq!(
+            h.call("POST", "/v1/cas/VIETTEL-CA/expel", Some(t), Some(json!({"reason": "x"}))).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        h.call("POST", "/v1/cas/VIETTEL-CA/expel", Some("t-admin"), Some(json!({"reason": "R13"}))).await.0,
+        StatusCode::CREATED
+    );
+    let (s, v) = h.call("POST", "/v1/issuances", Some("t-viettel"), Some(issuance("046196000301"))).await;
+    assert_eq!((s, v["type"].clone()), (StatusCode::FORBIDDEN, json!("https://kyso.example/problems/ca-not-active")));
+    h.catch_up();
+    let (_, published) = h.call("GET", "/v1/violations", None, None).await;
+    assert_eq!(published[0]["ca"], "VIETTEL-CA");
+    for (path, body) in [
+        ("/v1/zones", json!({"ca": "MISA-CA", "commune": "19774"})),
+        ("/v1/counters", json!({"counter": "PD-1", "commune": "19819"})),
+        ("/v1/booths", json!({"booth": "B-1", "commune": "19819", "ca": "MISA-CA", "week_start": "2023-08-28"})),
+        ("/v1/violations", json!({"ca": "MISA-CA", "kind": "other", "description": "late reports"})),
+    ] {
+        assert_eq!(h.call("POST", path, Some("t-vnpt"), Some(body.clone())).await.0, StatusCode::FORBIDDEN, "{path}");
+        let (s, v) = h.call("POST", path, Some("t-admin"), Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{path}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_audit_and_events_are_for_their_roles_and_explain_themselves() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    for i in 0..5 {
+        let (s, v) = h.call("POST", "/v1/issuances", Some("t-vnpt"), Some(issuance(&format!("04619600040{i}")))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, _) = h.call("POST", "/v1/issuances", Some("t-viettel"), Some(issuance("046196000400"))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    h.clock.advance_ms(60_000);
+    h.catch_up();
+
+    let (s, v) = h.call("GET", "/v1/reports/counts?group_by=ca,channel", Some("t-reporter"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["group"], json!(["VNPT-CA", "app"]));
+    assert_eq!(v[0]["issued"], 5);
+    let req = Request::get("/v1/reports/counts?group_by=district&format=csv")
+        .header("authorization", "Bearer t-admin")
+        .body(Body::empty())
+        .unwrap();
+    let (s, csv) = h.raw(req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(csv.as_str().unwrap().starts_with("district,issued,technical_error,late,switched_in\n"), "{csv}");
+    assert_eq!(
+        h.call("GET", "/v1/reports/counts?group_by=planet", Some("t-reporter"), None).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (_, t) = h.call("GET", "/v1/reports/targets", Some("t-reporter"), None).await;
+    assert!(t["campaign"].as_str().unwrap().contains("Huế"), "{t}");
+    let (_, r) = h.call("GET", "/v1/reports/rollup", Some("t-reporter"), None).await;
+    assert_eq!(r["tally"]["issued"], 5);
+    let (_, c) = h.call("GET", "/v1/reports/compliance", Some("t-reporter"), None).await;
+    let viettel = c.as_array().unwrap().iter().find(|l| l["ca"] == "VIETTEL-CA").unwrap();
+    assert_eq!(viettel["refused_duplicates"], 1);
+    for path in ["/v1/reports/demands", "/v1/reports/booths"] {
+        assert_eq!(h.call("GET", path, Some("t-reporter"), None).await.0, StatusCode::OK, "{path}");
+    }
+    for t in ["t-vnpt", "t-portal"] {
+        assert_eq!(h.call("GET", "/v1/reports/counts", Some(t), None).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(h.call("GET", "/v1/audit/citizens/046196000400", Some(t), None).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(h.call("GET", "/v1/events", Some(t), None).await.0, StatusCode::FORBIDDEN);
+    }
+    // The count explains itself with the events behind it.
+    let (_, e) = h.call("GET", "/v1/reports/explain?ca=VNPT-CA&day=2023-09-01", Some("t-auditor"), None).await;
+    assert_eq!(e["count"], 5);
+    // R13: the citizen's trail holds the issuance and the refused attempt, in order.
+    let (_, trail) = h.call("GET", "/v1/audit/citizens/046196000400", Some("t-auditor"), None).await;
+    let types: Vec<&str> =
+        trail["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["IssuanceRecorded", "AttemptRefused"]);
+    let (_, ca) = h.call("GET", "/v1/audit/cas/VIETTEL-CA", Some("t-admin"), None).await;
+    assert_eq!(ca["events"].as_array().unwrap().len(), 2, "registered + refused attempt");
+    let (_, log) = h.call("GET", "/v1/events?from_seq=1&limit=3", Some("t-auditor"), None).await;
+    assert_eq!(log["events"].as_array().unwrap().len(), 3);
+    assert_eq!(log["events"][0]["recorded_at"], "2023-09-01T08:00:00.000Z");
+}

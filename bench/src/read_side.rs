@@ -1,0 +1,152 @@
+//! Rebuild throughput of the projections over a synthetic log (issue 5: ≥ 1M events/s for
+//! the counts), beside raw RocksDB iteration of the same column in the same run, and the
+//! latency of a citizen lookup with a million citizens in the view.
+
+use crate::fmt;
+use commands::codec;
+use commands::domain::event::IssuanceRecorded;
+use commands::domain::{CaId, Cccd, Channel, Event, IssuanceStatus, Place, Segment};
+use event_store::{AsideOp, Cf, EventStore, Metadata, RegistryTime, Seq, StreamAppend};
+use projections::citizen::{self, CitizenView, Issued};
+use projections::compliance::Compliance;
+use projections::counts::Counts;
+use projections::follower::fold_log;
+use projections::{Decoded, KeyOut};
+use std::path::Path;
+use std::time::Instant;
+
+const CAS: [&str; 6] = ["VNPT-CA", "VIETTEL-CA", "MISA-CA", "BKAV-CA", "FPT-CA", "CA2"];
+
+fn cccd(i: u64) -> Cccd {
+    Cccd::parse(&format!("0461{:02}{:06}", 60 + (i / 1_000_000) % 40, i % 1_000_000), 2023).expect("valid")
+}
+
+/// Two issuances for every lookup, across 6 CAs, 40 communes, 90 days and every channel.
+fn synthetic(i: u64) -> Event {
+    let ca = CaId::parse(CAS[(i % 6) as usize]).expect("a seed CA");
+    if i % 3 == 2 {
+        return Event::CitizenLookedUp { citizen: cccd(i), ca, staff: None };
+    }
+    let at = RegistryTime(1_693_555_200_000 + (i % 90) as i64 * 86_400_000);
+    Event::IssuanceRecorded(Box::new(IssuanceRecorded {
+        citizen: cccd(i),
+        ca,
+        channel: [Channel::App, Channel::CaOffice, Channel::DoorToDoor, Channel::Demand][(i % 4) as usize],
+        segment: Segment::ALL[(i % 6) as usize],
+        commune: format!("{}", 19700 + i % 40),
+        district: format!("{}", 470 + i % 8),
+        place: Place::Commune,
+        status: IssuanceStatus::Active,
+        staff: None,
+        serial: None,
+        activated_at: at,
+        late: i % 50 == 0,
+        free_until: RegistryTime(at.0 + 365 * 86_400_000),
+        switched_from: None,
+        closed_demand: None,
+    }))
+}
+
+pub fn table(base: &Path, events: u64) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let (store, mut writer) = EventStore::open(dir.path(), true).expect("kyso store");
+    let meta = Metadata { actor: "bench".into(), ..Metadata::default() };
+    let started = Instant::now();
+    let mut i = 0;
+    while i < events {
+        let mut batch = writer.begin(RegistryTime(1_693_555_200_000 + i as i64));
+        let n = (events - i).min(10_000);
+        let appends: Vec<StreamAppend> = (i..i + n)
+            .map(|k| {
+                let (stream, data) = codec::encode(&synthetic(k));
+                StreamAppend { stream, expected: event_store::ExpectedVersion::Any, events: vec![data] }
+            })
+            .collect();
+        writer.stage(&mut batch, &meta, appends).expect("stage");
+        writer.commit(batch).expect("commit");
+        i += n;
+        if i % 1_000_000 == 0 {
+            eprintln!("  synthetic log: {i} events, {:.0}s", started.elapsed().as_secs_f64());
+        }
+    }
+    let last = store.last_seq();
+    println!();
+    println!("Rebuild from a synthetic log of {} events (2/3 issuances, 1/3 lookups):", fmt(events as f64));
+    println!();
+    println!("| pass | seconds | events/s | vs raw iteration |");
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, secs: f64, raw: f64| {
+        let rate = events as f64 / secs;
+        println!("| {name} | {secs:.2} | {} | {:.2} |", fmt(rate), rate / raw);
+        rate
+    };
+    let raw = {
+        let t = Instant::now();
+        let bytes: usize = store.scan_prefix(Cf::Events, &[]).map(|kv| kv.expect("read").1.len()).sum();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("  raw iteration: {bytes} bytes");
+        events as f64 / secs
+    };
+    row("raw RocksDB iteration of the events column", events as f64 / raw, raw);
+    let t = Instant::now();
+    let decoded = store.read_from(Seq(1)).map(|e| Decoded::from_envelope(e.expect("read")).expect("decode")).count();
+    assert_eq!(decoded as u64, events);
+    row("read + decode envelope and event", t.elapsed().as_secs_f64(), raw);
+    let t = Instant::now();
+    let counts: Counts = fold_log(&store, last, &mut KeyOut::default(), &mut |_| {}).expect("fold");
+    row("rebuild counts", t.elapsed().as_secs_f64(), raw);
+    assert_eq!(counts.total(&Default::default()).issued, events - events / 3);
+    let t = Instant::now();
+    let _: Compliance = fold_log(&store, last, &mut KeyOut::default(), &mut |_| {}).expect("fold");
+    row("rebuild compliance", t.elapsed().as_secs_f64(), raw);
+
+    lookups(&store, events.min(1_000_000));
+}
+
+/// p50/p99 of `citizen::lookup` (RocksDB point read + decode) with `n` citizens in the view.
+fn lookups(store: &EventStore, n: u64) {
+    let view = |i: u64| CitizenView {
+        issued: Some(Issued {
+            ca: CaId::parse(CAS[(i % 6) as usize]).expect("a seed CA"),
+            channel: Some(Channel::App),
+            status: IssuanceStatus::Active,
+            activated_at: RegistryTime(1_693_555_200_000),
+            recorded_at: RegistryTime(1_693_555_260_000),
+            free_until: RegistryTime(1_725_091_200_000),
+            place: Some(Place::Commune),
+            legacy: false,
+            seq: Seq(i + 1),
+        }),
+        open_demand: None,
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50_000) {
+        let ops = chunk.iter().map(|i| AsideOp::Put(citizen::key(&cccd(*i)), citizen::encode(&view(*i))));
+        store.write_aside(Cf::Projections, ops).expect("write views");
+    }
+    let samples = 200_000.min(n * 2);
+    let mut lat = Vec::with_capacity(samples as usize);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..samples {
+        // xorshift: a spread of keys without a random-number crate.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let c = cccd(x % n);
+        let t = Instant::now();
+        let v = citizen::lookup(store, &c).expect("lookup").expect("present");
+        lat.push(t.elapsed().as_nanos() as u64);
+        std::hint::black_box(v);
+    }
+    lat.sort_unstable();
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    println!();
+    println!(
+        "Citizen lookup, {} citizens in the view, {} random reads, one thread:",
+        fmt(n as f64),
+        fmt(samples as f64)
+    );
+    println!();
+    println!("| p50 µs | p99 µs | max µs |");
+    println!("|---:|---:|---:|");
+    println!("| {:.1} | {:.1} | {:.1} |", pct(0.5), pct(0.99), *lat.last().expect("samples") as f64 / 1000.0);
+}

@@ -1,0 +1,77 @@
+//! The shape every asynchronous projection has: a name, a version, and a pure `apply`.
+
+use commands::codec::{self, DecodeError};
+use commands::domain::Event;
+use event_store::{Envelope, RegistryTime, Seq};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What a fold may know about an event besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub seq: Seq,
+    pub recorded_at: RegistryTime,
+    pub actor: &'a str,
+}
+
+/// An event decoded once and handed to every fold.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub seq: Seq,
+    pub recorded_at: RegistryTime,
+    pub actor: String,
+    pub event: Event,
+}
+
+impl Decoded {
+    pub fn from_envelope(env: Envelope) -> Result<Self, DecodeError> {
+        let event = codec::decode(&env)?;
+        Ok(Self { seq: env.seq, recorded_at: env.recorded_at, actor: env.meta.actor, event })
+    }
+
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx { seq: self.seq, recorded_at: self.recorded_at, actor: &self.actor }
+    }
+}
+
+/// Keys a fold writes beside its snapshot (an index too large to keep in memory). Writes
+/// are puts of keys derived from the event alone, so replaying an event after a crash
+/// writes the same keys again and changes nothing.
+#[derive(Debug, Default)]
+pub struct KeyOut {
+    prefix: Vec<u8>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl KeyOut {
+    pub fn new(prefix: Vec<u8>) -> Self {
+        Self { prefix, keys: Vec::new() }
+    }
+
+    pub fn put(&mut self, parts: &[&[u8]]) {
+        let mut key = self.prefix.clone();
+        for p in parts {
+            key.extend_from_slice(p);
+        }
+        self.keys.push(key);
+    }
+
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.keys)
+    }
+}
+
+/// A projection that follows the log. Its whole state serialises deterministically (ordered
+/// maps only), so a rebuild can be compared with the live one byte for byte.
+pub trait Fold: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Stable name: the key of its snapshot and the `rebuild` argument.
+    const NAME: &'static str;
+    /// Bump when the stored form or the meaning changes: the projection is then rebuilt.
+    const VERSION: u32;
+    /// Folds one event. Pure: everything it needs is in `ctx` and `event`.
+    fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, keys: &mut KeyOut);
+}

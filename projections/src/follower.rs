@@ -1,0 +1,408 @@
+//! Running the asynchronous projections: each is a [`Live`] value that readers share, a
+//! checkpoint (the last seq folded) stored atomically with a snapshot of its state, and one
+//! [`Follower`] thread that folds new events into all of them. Reading takes a read lock
+//! on one projection; it never touches the sequencer, so it never blocks a write.
+
+use crate::audit::AuditIndex;
+use crate::compliance::Compliance;
+use crate::counts::Counts;
+use crate::demands::DemandBoard;
+use crate::fold::{Decoded, Fold, KeyOut};
+use commands::codec::DecodeError;
+use event_store::{AsideOp, Cf, EventStore, Seq, StoreError};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Events folded per step: large enough to amortise locks and writes, small enough that a
+/// reader never waits long for the write lock.
+const CHUNK: usize = 4096;
+/// How often a snapshot is written while events keep coming. A crash re-folds at most this
+/// much of the log.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+/// How long the follower sleeps when it has caught up.
+const IDLE: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("projection {0} is already being rebuilt")]
+    RebuildRunning(&'static str),
+    #[error(
+        "no projection is called {0:?}; known: counts, compliance, demands, audit (the inline citizen view and directory rebuild themselves at start-up when their version changes)"
+    )]
+    Unknown(String),
+}
+
+/// The stored form: the state and the checkpoint it is exact at, in one value.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    /// Which copy of the projection's keys is live; a rebuild writes the next one aside.
+    generation: u32,
+    checkpoint: u64,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+fn snapshot_key(name: &str) -> Vec<u8> {
+    [b"s/", name.as_bytes()].concat()
+}
+
+fn key_prefix(name: &str, generation: u32) -> Vec<u8> {
+    [b"k/", name.as_bytes(), b"/", &generation.to_be_bytes()[..]].concat()
+}
+
+fn encode<P: Fold>(p: &P) -> Vec<u8> {
+    postcard::to_stdvec(p).expect("serialising to a Vec cannot fail")
+}
+
+/// How far a rebuild has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RebuildProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+struct Pending<P> {
+    state: P,
+    applied: u64,
+    generation: u32,
+}
+
+/// One projection as readers see it.
+pub struct Live<P> {
+    state: RwLock<P>,
+    applied: AtomicU64,
+    generation: AtomicU32,
+    rebuild: Mutex<Option<RebuildProgress>>,
+    pending: Mutex<Option<Pending<P>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<P: Fold> Live<P> {
+    /// Loads the stored snapshot. One of another version (or that no longer decodes) is
+    /// dropped: the projection starts from seq 1 under a new generation of keys.
+    fn load(store: &EventStore) -> Result<Self, FollowError> {
+        let stored = match store.get(Cf::Projections, &snapshot_key(P::NAME))? {
+            None => None,
+            Some(bytes) => postcard::from_bytes::<Snapshot>(&bytes).ok(),
+        };
+        let (state, applied, generation) = match stored {
+            None => (P::default(), 0, 0),
+            Some(s) => match (s.version == P::VERSION).then(|| postcard::from_bytes::<P>(&s.data)) {
+                Some(Ok(state)) => (state, s.checkpoint, s.generation),
+                _ => {
+                    tracing::warn!(
+                        projection = P::NAME,
+                        stored = s.version,
+                        code = P::VERSION,
+                        "stored projection is of another version; rebuilding from seq 1"
+                    );
+                    store.write_aside(Cf::Projections, [AsideOp::DeletePrefix(key_prefix(P::NAME, s.generation))])?;
+                    (P::default(), 0, s.generation + 1)
+                }
+            },
+        };
+        Ok(Self {
+            state: RwLock::new(state),
+            applied: AtomicU64::new(applied),
+            generation: AtomicU32::new(generation),
+            rebuild: Mutex::new(None),
+            pending: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the current state under a read lock.
+    pub fn read<R>(&self, f: impl FnOnce(&P) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The last seq folded in.
+    pub fn applied(&self) -> Seq {
+        Seq(self.applied.load(Ordering::Acquire))
+    }
+
+    /// Which copy of its keys is live; each rebuild makes the next one.
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Where this projection's keys live (the audit index).
+    pub fn key_prefix(&self) -> Vec<u8> {
+        key_prefix(P::NAME, self.generation.load(Ordering::Acquire))
+    }
+
+    /// The state in its stored form: what a rebuild must reproduce byte for byte.
+    pub fn encoded(&self) -> Vec<u8> {
+        self.read(encode)
+    }
+
+    pub fn rebuild_progress(&self) -> Option<RebuildProgress> {
+        *lock(&self.rebuild)
+    }
+
+    /// Rebuilds the projection aside from seq 1 up to where the live one is now, while the
+    /// live one keeps serving; the follower then brings the new one level and swaps it in
+    /// atomically. Blocking: run it on its own thread. `progress(done, total)` is called as
+    /// it goes.
+    pub fn rebuild(&self, store: &EventStore, progress: &dyn Fn(u64, u64)) -> Result<(), FollowError> {
+        {
+            let mut r = lock(&self.rebuild);
+            if r.is_some() {
+                return Err(FollowError::RebuildRunning(P::NAME));
+            }
+            *r = Some(RebuildProgress { done: 0, total: self.applied().0 });
+        }
+        let result = self.rebuild_aside(store, progress);
+        if result.is_err() {
+            *lock(&self.rebuild) = None;
+        }
+        result
+    }
+
+    fn rebuild_aside(&self, store: &EventStore, progress: &dyn Fn(u64, u64)) -> Result<(), FollowError> {
+        let total = self.applied().0;
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let prefix = key_prefix(P::NAME, generation);
+        store.write_aside(Cf::Projections, [AsideOp::DeletePrefix(prefix.clone())])?;
+        let mut keys = KeyOut::new(prefix);
+        let state = fold_log::<P>(store, Seq(total), &mut keys, &mut |done| {
+            *lock(&self.rebuild) = Some(RebuildProgress { done, total });
+            progress(done, total);
+        })?;
+        *lock(&self.pending) = Some(Pending { state, applied: total, generation });
+        Ok(())
+    }
+}
+
+/// Folds `P` from seq 1 through `upto`, sending keyed output to `keys` (written to the
+/// store in chunks when `keys` has a prefix, dropped otherwise) and reporting progress.
+pub fn fold_log<P: Fold>(
+    store: &EventStore,
+    upto: Seq,
+    keys: &mut KeyOut,
+    progress: &mut dyn FnMut(u64),
+) -> Result<P, FollowError> {
+    let mut p = P::default();
+    let write_keys = !keys.prefix().is_empty();
+    for env in store.read_from(Seq(1)) {
+        let env = env?;
+        if env.seq > upto {
+            break;
+        }
+        let d = Decoded::from_envelope(env)?;
+        p.apply(&d.ctx(), &d.event, keys);
+        if d.seq.0 % CHUNK as u64 == 0 || d.seq == upto {
+            let batch = keys.take();
+            if write_keys {
+                store.write_aside(Cf::Projections, batch.into_iter().map(|k| AsideOp::Put(k, Vec::new())))?;
+            }
+            progress(d.seq.0);
+        }
+    }
+    Ok(p)
+}
+
+/// What the follower needs of a projection, whatever its type.
+trait Slot: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn applied(&self) -> u64;
+    fn apply_chunk(&self, chunk: &[Decoded], ops: &mut Vec<AsideOp>);
+    fn snapshot(&self) -> AsideOp;
+    /// Swaps in a finished rebuild, if there is one, after folding what it missed.
+    fn finish_rebuild(&self, store: &EventStore, ops: &mut Vec<AsideOp>) -> Result<(), FollowError>;
+}
+
+impl<P: Fold> Slot for Live<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn apply_chunk(&self, chunk: &[Decoded], ops: &mut Vec<AsideOp>) {
+        let mut keys = KeyOut::new(self.key_prefix());
+        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = self.applied.load(Ordering::Acquire);
+        let mut applied = before;
+        for d in chunk.iter().filter(|d| d.seq.0 > before) {
+            state.apply(&d.ctx(), &d.event, &mut keys);
+            applied = d.seq.0;
+        }
+        self.applied.store(applied, Ordering::Release);
+        ops.extend(keys.take().into_iter().map(|k| AsideOp::Put(k, Vec::new())));
+    }
+
+    fn snapshot(&self) -> AsideOp {
+        let state = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = Snapshot {
+            version: P::VERSION,
+            generation: self.generation.load(Ordering::Acquire),
+            checkpoint: self.applied.load(Ordering::Acquire),
+            data: encode(&*state),
+        };
+        AsideOp::Put(snapshot_key(P::NAME), postcard::to_stdvec(&snap).expect("serialising to a Vec cannot fail"))
+    }
+
+    fn finish_rebuild(&self, store: &EventStore, ops: &mut Vec<AsideOp>) -> Result<(), FollowError> {
+        let Some(mut new) = lock(&self.pending).take() else {
+            return Ok(());
+        };
+        let live = self.applied();
+        let mut keys = KeyOut::new(key_prefix(P::NAME, new.generation));
+        for env in store.read_from(Seq(new.applied + 1)) {
+            let env = env?;
+            if env.seq > live {
+                break;
+            }
+            let d = Decoded::from_envelope(env)?;
+            new.state.apply(&d.ctx(), &d.event, &mut keys);
+        }
+        ops.extend(keys.take().into_iter().map(|k| AsideOp::Put(k, Vec::new())));
+        let old = self.key_prefix();
+        *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.state;
+        self.generation.store(new.generation, Ordering::Release);
+        // The new snapshot and the old keys' removal go in the same batch as the new keys:
+        // a crash leaves either the old generation or the new one, never a mix.
+        ops.push(self.snapshot());
+        ops.push(AsideOp::DeletePrefix(old));
+        *lock(&self.rebuild) = None;
+        tracing::info!(projection = P::NAME, at = live.0, "rebuilt projection swapped in");
+        Ok(())
+    }
+}
+
+/// The asynchronous projections of a store.
+#[derive(Clone)]
+pub struct Projections {
+    pub counts: Arc<Live<Counts>>,
+    pub compliance: Arc<Live<Compliance>>,
+    pub demands: Arc<Live<DemandBoard>>,
+    pub audit: Arc<Live<AuditIndex>>,
+}
+
+impl Projections {
+    /// Loads every projection from its snapshot (or from nothing).
+    pub fn open(store: &EventStore) -> Result<Self, FollowError> {
+        Ok(Self {
+            counts: Arc::new(Live::load(store)?),
+            compliance: Arc::new(Live::load(store)?),
+            demands: Arc::new(Live::load(store)?),
+            audit: Arc::new(Live::load(store)?),
+        })
+    }
+
+    fn slots(&self) -> Vec<Arc<dyn Slot>> {
+        vec![self.counts.clone(), self.compliance.clone(), self.demands.clone(), self.audit.clone()]
+    }
+
+    /// Per projection: the last seq folded.
+    pub fn checkpoints(&self) -> Vec<(&'static str, Seq)> {
+        self.slots().iter().map(|s| (s.name(), Seq(s.applied()))).collect()
+    }
+
+    /// How many events the slowest projection is behind `head`.
+    pub fn lag(&self, head: Seq) -> u64 {
+        self.slots().iter().map(|s| head.0.saturating_sub(s.applied())).max().unwrap_or(0)
+    }
+
+    /// Rebuilds one projection by name (see [`Live::rebuild`]).
+    pub fn rebuild(&self, name: &str, store: &EventStore, progress: &dyn Fn(u64, u64)) -> Result<(), FollowError> {
+        match name {
+            "counts" => self.counts.rebuild(store, progress),
+            "compliance" => self.compliance.rebuild(store, progress),
+            "demands" => self.demands.rebuild(store, progress),
+            "audit" => self.audit.rebuild(store, progress),
+            other => Err(FollowError::Unknown(other.to_string())),
+        }
+    }
+}
+
+/// Folds new events into every projection and writes their snapshots.
+pub struct Follower {
+    store: Arc<EventStore>,
+    slots: Vec<Arc<dyn Slot>>,
+    last_snapshot: Instant,
+    dirty: bool,
+}
+
+impl Follower {
+    pub fn new(store: Arc<EventStore>, projections: &Projections) -> Self {
+        Self { store, slots: projections.slots(), last_snapshot: Instant::now(), dirty: false }
+    }
+
+    /// Folds up to one chunk of events past the slowest projection. Returns how many
+    /// events it read (0: caught up).
+    pub fn step(&mut self) -> Result<usize, FollowError> {
+        let mut ops = Vec::new();
+        for s in &self.slots {
+            s.finish_rebuild(&self.store, &mut ops)?;
+        }
+        let from = self.slots.iter().map(|s| s.applied()).min().unwrap_or(0) + 1;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        if from <= self.store.last_seq().0 {
+            for env in self.store.read_from(Seq(from)).take(CHUNK) {
+                chunk.push(Decoded::from_envelope(env?)?);
+            }
+            for s in &self.slots {
+                s.apply_chunk(&chunk, &mut ops);
+            }
+            self.dirty = true;
+        }
+        if !ops.is_empty() {
+            self.store.write_aside(Cf::Projections, ops)?;
+        }
+        if self.dirty && (chunk.is_empty() || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY) {
+            self.persist()?;
+        }
+        Ok(chunk.len())
+    }
+
+    /// Writes every projection's snapshot with its checkpoint, in one batch.
+    pub fn persist(&mut self) -> Result<(), FollowError> {
+        self.store.write_aside(Cf::Projections, self.slots.iter().map(|s| s.snapshot()))?;
+        self.last_snapshot = Instant::now();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Steps until every projection has folded the whole log as it is now.
+    pub fn catch_up(&mut self) -> Result<(), FollowError> {
+        while self.step()? > 0 {}
+        Ok(())
+    }
+
+    /// Follows the log on a thread of its own until `stop` is set, then writes a last
+    /// snapshot. An error (a log that no longer decodes) ends it; `/readyz` shows the lag.
+    pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<(), FollowError>> {
+        std::thread::Builder::new()
+            .name("kyso-projections".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if self.step()? == 0 {
+                        std::thread::sleep(IDLE);
+                    }
+                }
+                self.persist()
+            })
+            .expect("spawning a thread")
+    }
+}
+
+/// A stored snapshot's checkpoint and state bytes, as written (for tests and auditors).
+pub fn stored<P: Fold>(store: &EventStore) -> Result<Option<(Seq, Vec<u8>)>, StoreError> {
+    Ok(store
+        .get(Cf::Projections, &snapshot_key(P::NAME))?
+        .and_then(|b| postcard::from_bytes::<Snapshot>(&b).ok())
+        .map(|s| (Seq(s.checkpoint), s.data)))
+}
