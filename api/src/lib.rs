@@ -151,13 +151,21 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/v1", routes::router(limits))
-        .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
+        .fallback(|| async { Problem::not_found("no such route; see the README's route table") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method; see the README's route table",
+            )
+        })
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
                 .load_shed()
-                .concurrency_limit(limits.in_flight)
+                // Global: a per-route limit would let each route have `in_flight` of its own.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.in_flight))
                 .timeout(limits.timeout),
         )
         .with_state(state)

@@ -62,21 +62,22 @@ impl Problem {
     }
 }
 
+/// The members every problem has; some add more (`holder` on a 409, `field` on a 422).
 #[derive(Serialize)]
-struct Body<'a> {
+pub struct ProblemBody {
     r#type: String,
-    title: &'a str,
+    title: String,
     status: u16,
-    detail: &'a str,
+    detail: String,
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = serde_json::to_value(Body {
+        let mut body = serde_json::to_value(ProblemBody {
             r#type: format!("{TYPE_BASE}{}", self.slug),
-            title: self.status.canonical_reason().unwrap_or("error"),
+            title: self.status.canonical_reason().unwrap_or("error").to_string(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail,
         })
         .expect("a problem serialises");
         if let (Value::Object(b), Value::Object(extra)) = (&mut body, self.extra) {

@@ -352,3 +352,45 @@ async fn reports_audit_and_events_are_for_their_roles_and_explain_themselves() {
     assert_eq!(log["events"].as_array().unwrap().len(), 3);
     assert_eq!(log["events"][0]["recorded_at"], "2023-09-01T08:00:00.000Z");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_imports_report_per_row_and_refuse_non_utf8() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    let csv = "cccd,issued_at,serial\n046196000500,2023-05-01T00:00:00Z,S1\nnot-a-cccd,2023-05-01T00:00:00Z,S2\n";
+    let post = |body: Vec<u8>, token: &str| {
+        Request::post("/v1/imports")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "text/csv")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (s, report) = h.raw(post(csv.as_bytes().to_vec(), "t-vnpt")).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["imported"], 1);
+    assert_eq!(report["failed"][0]["line"], 3);
+    assert_eq!(h.raw(post(vec![0xff, 0xfe], "t-vnpt")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.raw(post(csv.as_bytes().to_vec(), "t-portal")).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_unknown_methods() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    assert_eq!(h.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
+    let (s, ready) = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (ready["last_seq"].clone(), ready["projection_lag"].clone()),
+        (json!(6), json!(6)),
+        "nothing folded yet"
+    );
+    h.catch_up();
+    assert_eq!(h.call("GET", "/readyz", None, None).await.1["projection_lag"], 0);
+    assert_eq!(h.call("PUT", "/v1/issuances", Some("t-vnpt"), None).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    // A server still opening answers 503 with a problem, not a hang or a 500.
+    let opening = AppState::new(Tokens::fixed(&[]), Limits::default());
+    let res = app(opening).oneshot(Request::get("/v1/cas").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+}

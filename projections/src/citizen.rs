@@ -3,6 +3,7 @@
 //! acknowledged. It is a pure rendering of the registry's state for one citizen, so a
 //! rebuild is "fold the log into a registry, render everyone".
 
+use crate::Entries;
 use commands::domain::registry::{DemandState, Registry};
 use commands::domain::{CaId, Cccd, Channel, DemandMode, Event, IssuanceStatus, Place};
 use commands::registrar::InlineProjection;
@@ -119,7 +120,7 @@ pub enum LookupError {
 
 /// Every citizen's view as `(key, stored bytes)`, in key order: what a rebuild writes, and
 /// what tests compare the live column with.
-pub fn render_all(registry: &Registry) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn render_all(registry: &Registry) -> Entries {
     let mut all: Vec<_> =
         registry.citizens.keys().filter_map(|c| render(registry, c).map(|v| (key(c), encode(&v)))).collect();
     all.sort_unstable();
@@ -127,8 +128,8 @@ pub fn render_all(registry: &Registry) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The stored views, in key order.
-pub fn stored_all(store: &EventStore) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-    store.scan_prefix(Cf::Projections, PREFIX).map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
+pub fn stored_all(store: &EventStore) -> Result<Entries, StoreError> {
+    crate::stored_entries(store, &[PREFIX])
 }
 
 /// The inline projection the registrar runs.

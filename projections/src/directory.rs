@@ -2,6 +2,7 @@
 //! R13). Inline, like the citizen view: a revoked badge or an expelled CA must fail the
 //! very next QR check, so this is written in the same batch as the event.
 
+use crate::Entries;
 use commands::domain::registry::Registry;
 use commands::domain::{CaId, Event};
 use commands::registrar::InlineProjection;
@@ -73,8 +74,8 @@ fn staff_card(registry: &Registry, staff: u64) -> Option<StaffCard> {
 }
 
 /// Everything this projection stores, rendered from a registry, in key order.
-pub fn render_all(registry: &Registry) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut all = Vec::new();
+pub fn render_all(registry: &Registry) -> Entries {
+    let mut all = Entries::new();
     for ca in registry.cas.keys() {
         all.extend(ca_card(registry, ca).map(|c| (ca_key(ca), encode(&c))));
     }
@@ -89,16 +90,8 @@ pub fn render_all(registry: &Registry) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The stored entries, in key order.
-pub fn stored_all(store: &EventStore) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-    let mut all = Vec::new();
-    for prefix in [CA, STAFF, TOKEN] {
-        for kv in store.scan_prefix(Cf::Projections, prefix) {
-            let (k, v) = kv?;
-            all.push((k.to_vec(), v.to_vec()));
-        }
-    }
-    all.sort_unstable();
-    Ok(all)
+pub fn stored_all(store: &EventStore) -> Result<Entries, StoreError> {
+    crate::stored_entries(store, &[CA, STAFF, TOKEN])
 }
 
 #[derive(Debug, thiserror::Error)]

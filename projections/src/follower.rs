@@ -106,7 +106,9 @@ impl<P: Fold> Live<P> {
                         code = P::VERSION,
                         "stored projection is of another version; rebuilding from seq 1"
                     );
-                    store.write_aside(Cf::Projections, [AsideOp::DeletePrefix(key_prefix(P::NAME, s.generation))])?;
+                    // The old keys, and any left by a rebuild that a crash interrupted.
+                    let stale = [s.generation, s.generation + 1].map(|g| AsideOp::DeletePrefix(key_prefix(P::NAME, g)));
+                    store.write_aside(Cf::Projections, stale)?;
                     (P::default(), 0, s.generation + 1)
                 }
             },
@@ -405,4 +407,93 @@ pub fn stored<P: Fold>(store: &EventStore) -> Result<Option<(Seq, Vec<u8>)>, Sto
         .get(Cf::Projections, &snapshot_key(P::NAME))?
         .and_then(|b| postcard::from_bytes::<Snapshot>(&b).ok())
         .map(|s| (Seq(s.checkpoint), s.data)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commands::domain::{CaId, Event};
+    use event_store::{ExpectedVersion, Metadata, RegistryTime, StreamAppend};
+
+    /// Counts events and indexes each one under its seq.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Tally(u64);
+
+    impl Fold for Tally {
+        const NAME: &'static str = "tally";
+        const VERSION: u32 = 2;
+        fn apply(&mut self, ctx: &crate::Ctx<'_>, _: &Event, keys: &mut KeyOut) {
+            self.0 += 1;
+            keys.put(&[&ctx.seq.0.to_be_bytes()]);
+        }
+    }
+
+    fn store_with(events: u64) -> (tempfile::TempDir, Arc<EventStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        let mut batch = writer.begin(RegistryTime(0));
+        let appends = (0..events)
+            .map(|i| {
+                let e = Event::CaReinstated { ca: CaId::parse(&format!("CA-{i}")).unwrap() };
+                let (stream, data) = commands::codec::encode(&e);
+                StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![data] }
+            })
+            .collect();
+        writer.stage(&mut batch, &Metadata::default(), appends).unwrap();
+        writer.commit(batch).unwrap();
+        (dir, store)
+    }
+
+    fn keys(store: &EventStore, generation: u32) -> usize {
+        store.scan_prefix(Cf::Projections, &key_prefix("tally", generation)).count()
+    }
+
+    #[test]
+    fn a_snapshot_of_another_version_is_dropped_with_its_keys_and_rebuilt_under_a_new_generation() {
+        let (_dir, store) = store_with(10);
+        // What version 1 left: a snapshot at seq 10 and its keys under generation 3.
+        let old = Snapshot { version: 1, generation: 3, checkpoint: 10, data: vec![0xAA] };
+        let mut ops = vec![AsideOp::Put(snapshot_key("tally"), postcard::to_stdvec(&old).unwrap())];
+        ops.extend(
+            (1..=10u64).map(|s| AsideOp::Put([key_prefix("tally", 3), s.to_be_bytes().to_vec()].concat(), vec![])),
+        );
+        // And a stray key of an interrupted rebuild under generation 4.
+        ops.push(AsideOp::Put([key_prefix("tally", 4), vec![9]].concat(), vec![]));
+        store.write_aside(Cf::Projections, ops).unwrap();
+
+        let live = Arc::new(Live::<Tally>::load(&store).unwrap());
+        assert_eq!((live.applied(), live.generation()), (Seq(0), 4));
+        assert_eq!((keys(&store, 3), keys(&store, 4)), (0, 0));
+        let mut follower = Follower {
+            store: Arc::clone(&store),
+            slots: vec![live.clone()],
+            last_snapshot: Instant::now(),
+            dirty: false,
+        };
+        follower.catch_up().unwrap();
+        assert_eq!((live.read(|t| t.0), keys(&store, 4)), (10, 10));
+        let (checkpoint, data) = stored::<Tally>(&store).unwrap().unwrap();
+        assert_eq!((checkpoint, postcard::from_bytes::<Tally>(&data).unwrap().0), (Seq(10), 10));
+    }
+
+    #[test]
+    fn a_second_rebuild_while_one_runs_is_refused_and_a_finished_one_swaps_generations() {
+        let (_dir, store) = store_with(5);
+        let live = Arc::new(Live::<Tally>::load(&store).unwrap());
+        let mut follower = Follower {
+            store: Arc::clone(&store),
+            slots: vec![live.clone()],
+            last_snapshot: Instant::now(),
+            dirty: false,
+        };
+        follower.catch_up().unwrap();
+        *lock(&live.rebuild) = Some(RebuildProgress { done: 0, total: 5 });
+        assert!(matches!(live.rebuild(&store, &|_, _| {}), Err(FollowError::RebuildRunning("tally"))));
+        *lock(&live.rebuild) = None;
+        live.rebuild(&store, &|_, _| {}).unwrap();
+        assert_eq!(live.generation(), 0, "not swapped until the follower folds what it missed");
+        follower.catch_up().unwrap();
+        assert_eq!((live.generation(), keys(&store, 0), keys(&store, 1)), (1, 0, 5));
+        assert!(live.rebuild_progress().is_none());
+    }
 }

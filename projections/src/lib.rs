@@ -18,4 +18,21 @@ pub mod follower;
 pub mod history;
 
 pub use fold::{Ctx, Decoded, Fold, KeyOut};
+
+/// Stored `(key, value)` pairs in key order: what an inline projection writes, and what its
+/// rebuild is compared with.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every stored entry under `prefixes`, in key order.
+pub fn stored_entries(store: &event_store::EventStore, prefixes: &[&[u8]]) -> Result<Entries, event_store::StoreError> {
+    let mut all = Entries::new();
+    for prefix in prefixes {
+        for kv in store.scan_prefix(event_store::Cf::Projections, prefix) {
+            let (k, v) = kv?;
+            all.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    all.sort_unstable();
+    Ok(all)
+}
 pub use follower::{Follower, Live, Projections, RebuildProgress};

@@ -159,6 +159,7 @@ async fn booth(open: Open, caller: Caller, Body(b): Body<BoothBody>) -> Result<i
 #[serde(deny_unknown_fields)]
 struct ComplaintBody {
     against: String,
+    /// issued_without_consent, pre_collected_data, duplicate_issuance, unauthorized_staff, other
     kind: ComplaintKind,
     citizen: Option<String>,
     text: String,
@@ -206,6 +207,7 @@ async fn resolve(
 #[serde(deny_unknown_fields)]
 struct ViolationBody {
     ca: String,
+    /// issued_without_consent, pre_collected_data, duplicate_issuance, unauthorized_staff, other
     kind: ComplaintKind,
     complaint: Option<u64>,
     description: String,

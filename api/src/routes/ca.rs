@@ -88,12 +88,15 @@ enum PlaceBody {
 #[serde(deny_unknown_fields)]
 struct IssuanceBody {
     citizen: String,
+    /// app, ca_office, door_to_door, demand, one_stop_counter, booth
     channel: Channel,
+    /// state_agency, socio_political, public_service, student, sme_worker, adult_citizen
     segment: Segment,
     /// GSO commune code.
     commune: String,
     #[serde(default)]
     place: PlaceBody,
+    /// active (default) or technical_error (R5)
     #[serde(default = "active")]
     status: IssuanceStatus,
     staff: Option<u64>,
@@ -185,11 +188,21 @@ async fn switch(
 }
 
 /// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
-async fn import(open: Open, caller: Caller, body: String) -> Result<impl IntoResponse, Problem> {
+async fn import(
+    open: Open,
+    caller: Caller,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
+    let body = body.map_err(|e| {
+        let slug = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "bad-body" };
+        Problem::new(e.status(), slug, e.body_text())
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| Problem::bad_request("not-utf8", format!("the CSV must be UTF-8: {e}")))?;
     use chrono::Datelike;
     let year = commands::domain::registry::date_of(open.get().clock.now()).year() as u16;
-    let (rows, errors) = legacy::parse(&body, year);
+    let (rows, errors) = legacy::parse(text, year);
     let report = commands::import::ImportReport { failed: errors, ..Default::default() };
     let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
     let report = commands::import::import_legacy(&open.get().sequencer, &meta, &ca, rows, report).await?;
@@ -198,6 +211,7 @@ async fn import(open: Open, caller: Caller, body: String) -> Result<impl IntoRes
 
 #[derive(Deserialize, Default)]
 struct DemandQuery {
+    /// open, acknowledged, expired, fulfilled
     stage: Option<Stage>,
 }
 
@@ -220,6 +234,7 @@ async fn demands(
 #[serde(deny_unknown_fields)]
 struct DemandBody {
     citizen: String,
+    /// home or remote
     mode: DemandMode,
     phone: String,
     commune: String,
