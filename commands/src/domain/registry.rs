@@ -463,7 +463,7 @@ fn decide_issuance(
     let phase = r.campaign.phase_at(date_of(now));
     if !phase.is_some_and(|p| p.channels.contains(&cmd.channel)) {
         return Err(Rejection::ChannelClosed {
-            channel: channel_name(cmd.channel),
+            channel: cmd.channel.name(),
             phase: phase.map_or_else(|| "campaign not running".to_string(), |p| p.name.clone()),
         });
     }
@@ -526,17 +526,6 @@ fn decide_issuance(
         switched_from,
         closed_demand: citizen.and_then(|c| c.open_demand),
     }))])
-}
-
-pub fn channel_name(c: Channel) -> &'static str {
-    match c {
-        Channel::App => "app",
-        Channel::CaOffice => "ca_office",
-        Channel::DoorToDoor => "door_to_door",
-        Channel::Demand => "demand",
-        Channel::OneStopCounter => "one_stop_counter",
-        Channel::Booth => "booth",
-    }
 }
 
 /// R13: refusals that audits need are recorded as facts of their own. Plain validation
