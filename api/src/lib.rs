@@ -73,10 +73,6 @@ impl AppState {
         // Only the start-up task sets it, once.
         let _ = self.registry.set(registry);
     }
-
-    pub fn registry(&self) -> Option<&Registry> {
-        self.registry.get()
-    }
 }
 
 /// The open registry, or 503 while it is still opening.

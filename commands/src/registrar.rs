@@ -118,11 +118,6 @@ impl Registrar {
         Ok(Self { registry, store, campaign, inline, recent_keys: HashMap::new() })
     }
 
-    /// The state `decide` sees; for tests and start-up checks, never for serving reads.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Stages the events of one command (all or none) and applies them.
     fn record(
         &mut self,

@@ -152,7 +152,6 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AsideOp {
     Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
     /// Every key that starts with these bytes (a projection's old generation).
     DeletePrefix(Vec<u8>),
 }
@@ -462,7 +461,6 @@ impl EventStore {
         for op in ops {
             match op {
                 AsideOp::Put(k, v) => wb.put_cf(handle, k, v),
-                AsideOp::Delete(k) => wb.delete_cf(handle, k),
                 AsideOp::DeletePrefix(p) => {
                     let end = prefix_end(&p).expect("derived-data prefixes start with an ASCII letter");
                     wb.delete_range_cf(handle, p, end)
