@@ -149,10 +149,11 @@ impl From<CommandError> for Problem {
         match e {
             CommandError::Rejected { rejection, logged_seq } => {
                 let mut p = Problem::from(rejection);
-                if let (Some(seq), Value::Object(extra)) = (logged_seq, &mut p.extra) {
-                    extra.insert("refusal_logged_at_seq".into(), json!(seq));
-                } else if let Some(seq) = logged_seq {
-                    p.extra = json!({ "refusal_logged_at_seq": seq });
+                if let Some(seq) = logged_seq {
+                    match &mut p.extra {
+                        Value::Object(extra) => drop(extra.insert("refusal_logged_at_seq".into(), json!(seq))),
+                        none => *none = json!({ "refusal_logged_at_seq": seq }),
+                    }
                 }
                 p
             }

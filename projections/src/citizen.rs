@@ -7,15 +7,13 @@ use crate::Entries;
 use commands::domain::registry::{DemandState, Registry};
 use commands::domain::{CaId, Cccd, Channel, DemandMode, Event, IssuanceStatus, Place};
 use commands::registrar::InlineProjection;
-use event_store::{AsideOp, Batch, Cf, EventStore, RegistryTime, Seq, StoreError};
+use event_store::{Batch, Cf, EventStore, RegistryTime, Seq, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Bump when [`CitizenView`]'s stored form changes: start-up then re-renders every citizen.
 pub const VERSION: u32 = 1;
 const PREFIX: &[u8] = b"cv/";
 const VERSION_KEY: &[u8] = b"ver/cv";
-/// Citizens rendered per write during a rebuild: bounded memory for millions of citizens.
-const REBUILD_CHUNK: usize = 50_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CitizenView {
@@ -147,15 +145,9 @@ impl InlineProjection for CitizenViews {
     }
 
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError> {
-        if store.get(Cf::Projections, VERSION_KEY)?.as_deref() == Some(&VERSION.to_be_bytes()[..]) {
-            return Ok(());
+        if crate::reopen_inline(store, VERSION_KEY, VERSION, &[PREFIX], || render_all(registry))? {
+            tracing::info!(citizens = registry.citizens.len(), "re-rendered the citizen view (new or changed version)");
         }
-        tracing::info!(citizens = registry.citizens.len(), "rebuilding the citizen view (new or changed version)");
-        store.write_aside(Cf::Projections, [AsideOp::DeletePrefix(PREFIX.to_vec())])?;
-        for chunk in render_all(registry).chunks(REBUILD_CHUNK) {
-            store.write_aside(Cf::Projections, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
-        }
-        // Last, so a crash half-way through leaves the version unset and the next start redoes it.
-        store.write_aside(Cf::Projections, [AsideOp::Put(VERSION_KEY.to_vec(), VERSION.to_be_bytes().to_vec())])
+        Ok(())
     }
 }

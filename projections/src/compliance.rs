@@ -121,10 +121,9 @@ impl Fold for Compliance {
                 r.looked_up_first += u64::from(looked);
                 r.recording.record(at.0 - i.activated_at.0);
                 r.late += u64::from(i.late);
+                // Closed by any CA, the demand stops waiting; only its own CA's counts as answered.
                 if let Some(d) = i.closed_demand {
                     self.answered(d, &i.ca, at);
-                    // Closed by another CA: it no longer waits for anyone.
-                    self.waiting.remove(&d);
                 }
             }
             Event::AttemptRefused { ca, reason, .. } => {

@@ -6,7 +6,7 @@ use crate::Entries;
 use commands::domain::registry::Registry;
 use commands::domain::{CaId, Event};
 use commands::registrar::InlineProjection;
-use event_store::{AsideOp, Batch, Cf, EventStore, StoreError};
+use event_store::{Batch, Cf, EventStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
@@ -190,12 +190,6 @@ impl InlineProjection for Directory {
     }
 
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError> {
-        if store.get(Cf::Projections, VERSION_KEY)?.as_deref() == Some(&VERSION.to_be_bytes()[..]) {
-            return Ok(());
-        }
-        let clear = [CA, STAFF, TOKEN].map(|p| AsideOp::DeletePrefix(p.to_vec()));
-        let puts = render_all(registry).into_iter().map(|(k, v)| AsideOp::Put(k, v));
-        store.write_aside(Cf::Projections, clear.into_iter().chain(puts))?;
-        store.write_aside(Cf::Projections, [AsideOp::Put(VERSION_KEY.to_vec(), VERSION.to_be_bytes().to_vec())])
+        crate::reopen_inline(store, VERSION_KEY, VERSION, &[CA, STAFF, TOKEN], || render_all(registry)).map(drop)
     }
 }

@@ -2,7 +2,7 @@
 
 use commands::codec::{self, DecodeError};
 use commands::domain::Event;
-use event_store::{Envelope, RegistryTime, Seq};
+use event_store::{AsideOp, Envelope, RegistryTime, Seq};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -62,6 +62,11 @@ impl KeyOut {
 
     pub fn take(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.keys)
+    }
+
+    /// The keys written so far, as store writes (index keys carry no value).
+    pub fn take_puts(&mut self) -> impl Iterator<Item = AsideOp> + use<> {
+        self.take().into_iter().map(|k| AsideOp::Put(k, Vec::new()))
     }
 }
 

@@ -185,6 +185,18 @@ impl<P: Fold> Live<P> {
     }
 }
 
+/// Events `from` through `upto`, each decoded once, in seq order.
+pub fn decoded_range(
+    store: &EventStore,
+    from: Seq,
+    upto: Seq,
+) -> impl Iterator<Item = Result<Decoded, FollowError>> + '_ {
+    store
+        .read_from(from)
+        .take_while(move |env| env.as_ref().map_or(true, |e| e.seq <= upto))
+        .map(|env| Ok(Decoded::from_envelope(env?)?))
+}
+
 /// Folds `P` from seq 1 through `upto`, sending keyed output to `keys` (written to the
 /// store in chunks when `keys` has a prefix, dropped otherwise) and reporting progress.
 pub fn fold_log<P: Fold>(
@@ -195,17 +207,13 @@ pub fn fold_log<P: Fold>(
 ) -> Result<P, FollowError> {
     let mut p = P::default();
     let write_keys = !keys.prefix().is_empty();
-    for env in store.read_from(Seq(1)) {
-        let env = env?;
-        if env.seq > upto {
-            break;
-        }
-        let d = Decoded::from_envelope(env)?;
+    for d in decoded_range(store, Seq(1), upto) {
+        let d = d?;
         p.apply(&d.ctx(), &d.event, keys);
         if d.seq.0 % CHUNK as u64 == 0 || d.seq == upto {
-            let batch = keys.take();
+            let puts = keys.take_puts();
             if write_keys {
-                store.write_aside(Cf::Projections, batch.into_iter().map(|k| AsideOp::Put(k, Vec::new())))?;
+                store.write_aside(Cf::Projections, puts)?;
             }
             progress(d.seq.0);
         }
@@ -242,7 +250,7 @@ impl<P: Fold> Slot for Live<P> {
             applied = d.seq.0;
         }
         self.applied.store(applied, Ordering::Release);
-        ops.extend(keys.take().into_iter().map(|k| AsideOp::Put(k, Vec::new())));
+        ops.extend(keys.take_puts());
     }
 
     fn snapshot(&self) -> AsideOp {
@@ -262,15 +270,11 @@ impl<P: Fold> Slot for Live<P> {
         };
         let live = self.applied();
         let mut keys = KeyOut::new(key_prefix(P::NAME, new.generation));
-        for env in store.read_from(Seq(new.applied + 1)) {
-            let env = env?;
-            if env.seq > live {
-                break;
-            }
-            let d = Decoded::from_envelope(env)?;
+        for d in decoded_range(store, Seq(new.applied + 1), live) {
+            let d = d?;
             new.state.apply(&d.ctx(), &d.event, &mut keys);
         }
-        ops.extend(keys.take().into_iter().map(|k| AsideOp::Put(k, Vec::new())));
+        ops.extend(keys.take_puts());
         let old = self.key_prefix();
         *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.state;
         self.generation.store(new.generation, Ordering::Release);

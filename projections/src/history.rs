@@ -4,8 +4,8 @@
 use crate::compliance::Compliance;
 use crate::counts::Counts;
 use crate::demands::DemandBoard;
-use crate::fold::{Decoded, Fold, KeyOut};
-use crate::follower::FollowError;
+use crate::fold::{Fold, KeyOut};
+use crate::follower::{FollowError, decoded_range};
 use event_store::{EventStore, RegistryTime, Seq, StoreError};
 
 /// The report projections at one point of the log.
@@ -21,12 +21,8 @@ pub struct AsOf {
 pub fn as_of(store: &EventStore, upto: Seq) -> Result<AsOf, FollowError> {
     let mut out = AsOf::default();
     let mut keys = KeyOut::default();
-    for env in store.read_from(Seq(1)) {
-        let env = env?;
-        if env.seq > upto {
-            break;
-        }
-        let d = Decoded::from_envelope(env)?;
+    for d in decoded_range(store, Seq(1), upto) {
+        let d = d?;
         let ctx = d.ctx();
         out.counts.apply(&ctx, &d.event, &mut keys);
         out.compliance.apply(&ctx, &d.event, &mut keys);

@@ -23,6 +23,32 @@ pub use fold::{Ctx, Decoded, Fold, KeyOut};
 /// rebuild is compared with.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Entries written per batch when an inline projection is re-rendered: bounded memory per
+/// write for millions of citizens.
+const RERENDER_CHUNK: usize = 50_000;
+
+/// Start-up of an inline projection: if the version stored under `version_key` is not
+/// `version`, clear `prefixes` and write `render()`'s entries, the version last, so a crash
+/// half-way leaves it unset and the next start redoes the work. Returns whether it re-rendered.
+pub(crate) fn reopen_inline(
+    store: &event_store::EventStore,
+    version_key: &[u8],
+    version: u32,
+    prefixes: &[&[u8]],
+    render: impl FnOnce() -> Entries,
+) -> Result<bool, event_store::StoreError> {
+    use event_store::{AsideOp, Cf};
+    if store.get(Cf::Projections, version_key)?.as_deref() == Some(&version.to_be_bytes()[..]) {
+        return Ok(false);
+    }
+    store.write_aside(Cf::Projections, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
+    for chunk in render().chunks(RERENDER_CHUNK) {
+        store.write_aside(Cf::Projections, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
+    }
+    store.write_aside(Cf::Projections, [AsideOp::Put(version_key.to_vec(), version.to_be_bytes().to_vec())])?;
+    Ok(true)
+}
+
 /// Every stored entry under `prefixes`, in key order.
 pub fn stored_entries(store: &event_store::EventStore, prefixes: &[&[u8]]) -> Result<Entries, event_store::StoreError> {
     let mut all = Entries::new();

@@ -1,6 +1,6 @@
 //! The Sở's referee actions (R13, R14) and complaints (portal and Sở).
 
-use super::{Body, PathParam, Receipt, cccd, receipt, submit};
+use super::{Body, PathParam, Receipt, ca_id, cccd, receipt, submit};
 use crate::problem::Problem;
 use crate::{AppState, Caller, Open};
 use axum::Router;
@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use commands::domain::event::ComplaintKind;
-use commands::domain::{CaId, Command, Event};
+use commands::domain::{Command, Event};
 use event_store::Seq;
 use projections::directory;
 use serde::{Deserialize, Serialize};
@@ -43,10 +43,6 @@ async fn admin_command(open: &Open, caller: &Caller, command: Command) -> Result
     });
     let status = if accepted.seqs.is_some() { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Done { seqs: accepted.seqs, receipt: receipt(open, &accepted)?, id })))
-}
-
-fn ca_id(field: &str, s: &str) -> Result<CaId, Problem> {
-    CaId::parse(s).map_err(|e| Problem::invalid(field, e))
 }
 
 fn admin(caller: &Caller) -> Result<(), Problem> {

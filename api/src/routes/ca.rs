@@ -1,6 +1,6 @@
 //! What CA services, the citizen portal and anyone with a QR code call.
 
-use super::{Body, PathParam, QueryParams, Receipt, cccd, idempotency_key, receipt, submit};
+use super::{Body, PathParam, QueryParams, Receipt, cccd, current_year, idempotency_key, opt_ca_id, receipt, submit};
 use crate::problem::Problem;
 use crate::{AppState, Caller, Limits, Open};
 use axum::Router;
@@ -200,9 +200,7 @@ async fn import(
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| Problem::bad_request("not-utf8", format!("the CSV must be UTF-8: {e}")))?;
-    use chrono::Datelike;
-    let year = commands::domain::registry::date_of(open.get().clock.now()).year() as u16;
-    let (rows, errors) = legacy::parse(text, year);
+    let (rows, errors) = legacy::parse(text, current_year(&open));
     let report = commands::import::ImportReport { failed: errors, ..Default::default() };
     let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
     let report = commands::import::import_legacy(&open.get().sequencer, &meta, &ca, rows, report).await?;
@@ -260,10 +258,7 @@ async fn register_demand(
     caller.require(&["portal", "admin"])?;
     let key = idempotency_key(&headers)?;
     let citizen = cccd(&open, "citizen", &body.citizen)?;
-    let chosen_ca = match body.chosen_ca {
-        Some(c) => Some(commands::domain::CaId::parse(&c).map_err(|e| Problem::invalid("chosen_ca", e))?),
-        None => None,
-    };
+    let chosen_ca = opt_ca_id("chosen_ca", body.chosen_ca.as_deref())?;
     let command =
         Command::RegisterDemand { citizen, mode: body.mode, phone: body.phone, commune: body.commune, chosen_ca };
     let accepted = submit(&open, &caller, command, key).await?;

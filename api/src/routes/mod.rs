@@ -12,7 +12,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use commands::domain::{Cccd, Command};
+use commands::domain::{CaId, Cccd, Command};
 use commands::registrar::{Accepted, Submission};
 use event_store::{Metadata, Seq};
 use serde::Serialize;
@@ -74,11 +74,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// The registry's day, from its clock (reports default to it).
+pub fn today(open: &Open) -> chrono::NaiveDate {
+    commands::domain::registry::date_of(open.get().clock.now())
+}
+
+/// The registry's year: what CCCD birth years and ages are checked against.
+pub fn current_year(open: &Open) -> u16 {
+    use chrono::Datelike;
+    today(open).year() as u16
+}
+
 /// Parses a CCCD, answering 422 with what is wrong with it.
 pub fn cccd(open: &Open, field: &str, s: &str) -> Result<Cccd, Problem> {
-    use chrono::Datelike;
-    let year = commands::domain::registry::date_of(open.get().clock.now()).year();
-    Cccd::parse(s, year as u16).map_err(|e| Problem::invalid(field, e))
+    Cccd::parse(s, current_year(open)).map_err(|e| Problem::invalid(field, e))
+}
+
+/// Parses a CA id, answering 422 naming `field`.
+pub fn ca_id(field: &str, s: &str) -> Result<CaId, Problem> {
+    CaId::parse(s).map_err(|e| Problem::invalid(field, e))
+}
+
+/// An optional CA id from a body or query.
+pub fn opt_ca_id(field: &str, s: Option<&str>) -> Result<Option<CaId>, Problem> {
+    s.map(|s| ca_id(field, s)).transpose()
 }
 
 /// Proof that the registry accepted a command at a position of its log (R3): with the

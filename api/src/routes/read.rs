@@ -1,7 +1,7 @@
 //! Reports (reporters, Sở, auditors), the audit trail and the raw log (auditors, Sở).
 //! Reads never go through the sequencer.
 
-use super::{PathParam, QueryParams, cccd};
+use super::{PathParam, QueryParams, ca_id, cccd, opt_ca_id, today};
 use crate::problem::Problem;
 use crate::{AppState, Caller, Open};
 use axum::Router;
@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
-use commands::domain::{CaId, Channel, Segment};
+use commands::domain::{Channel, Segment};
 use event_store::Seq;
 use projections::audit::{self, Subject};
 use projections::counts::{Dim, Filter};
@@ -54,12 +54,8 @@ struct CountsQuery {
 
 impl CountsQuery {
     fn filter(&self) -> Result<Filter, Problem> {
-        let ca = match &self.ca {
-            Some(c) => Some(CaId::parse(c).map_err(|e| Problem::invalid("ca", e))?),
-            None => None,
-        };
         Ok(Filter {
-            ca,
+            ca: opt_ca_id("ca", self.ca.as_deref())?,
             district: self.district.clone(),
             commune: self.commune.clone(),
             from: self.day.or(self.from),
@@ -83,13 +79,14 @@ impl CountsQuery {
             })
             .collect()
     }
+}
 
-    fn csv(&self) -> Result<bool, Problem> {
-        match self.format.as_deref() {
-            None | Some("json") => Ok(false),
-            Some("csv") => Ok(true),
-            Some(other) => Err(Problem::invalid("format", format!("{other:?} is not json or csv"))),
-        }
+/// `format=json` (the default) or `format=csv`; anything else is a 422.
+fn wants_csv(format: Option<&str>) -> Result<bool, Problem> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(Problem::invalid("format", format!("{other:?} is not json or csv"))),
     }
 }
 
@@ -107,7 +104,7 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
 /// R14, R15, R18: issued certificates, filtered and grouped.
 async fn counts(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQuery>) -> Result<Response, Problem> {
     caller.require(READERS)?;
-    let (filter, dims, csv) = (q.filter()?, q.dims()?, q.csv()?);
+    let (filter, dims, csv) = (q.filter()?, q.dims()?, wants_csv(q.format.as_deref())?);
     let rows = open.get().projections.counts.read(|c| c.group_by(&filter, &dims));
     if csv {
         let names: Vec<String> = dims
@@ -148,9 +145,9 @@ struct DateQuery {
 async fn targets(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let r = open.get();
-    let day = q.date.unwrap_or_else(|| commands::domain::registry::date_of(r.clock.now()));
+    let day = q.date.unwrap_or_else(|| today(&open));
     let t = r.projections.counts.read(|c| c.targets(&r.campaign, day));
-    if q.format.as_deref() == Some("csv") {
+    if wants_csv(q.format.as_deref())? {
         return csv_response(
             &["name", "target", "issued", "percent", "planned_by_now", "behind_by"],
             t.total.iter().chain(&t.segments).map(|p| {
@@ -195,10 +192,7 @@ async fn demand_report(
     QueryParams(q): QueryParams<DemandReportQuery>,
 ) -> Result<impl IntoResponse, Problem> {
     caller.require(READERS)?;
-    let ca = match &q.ca {
-        Some(c) => Some(CaId::parse(c).map_err(|e| Problem::invalid("ca", e))?),
-        None => None,
-    };
+    let ca = opt_ca_id("ca", q.ca.as_deref())?;
     let r = open.get();
     let now = r.clock.now();
     Ok(Json(r.projections.demands.read(|b| DemandReport {
@@ -211,9 +205,9 @@ async fn demand_report(
 async fn booths(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let r = open.get();
-    let day = q.date.unwrap_or_else(|| commands::domain::registry::date_of(r.clock.now()));
+    let day = q.date.unwrap_or_else(|| today(&open));
     let lines = r.projections.counts.read(|c| c.booths(day));
-    if q.format.as_deref() == Some("csv") {
+    if wants_csv(q.format.as_deref())? {
         return csv_response(
             &["booth", "commune", "ca", "issued"],
             lines.into_iter().map(|l| vec![l.booth, l.commune, l.ca.to_string(), l.issued.to_string()]),
@@ -283,7 +277,7 @@ async fn ca_trail(
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, Problem> {
     caller.require(AUDITORS)?;
-    let ca = CaId::parse(&id).map_err(|e| Problem::invalid("id", e))?;
+    let ca = ca_id("id", &id)?;
     trail(&open, Subject::Ca(ca), &page).await
 }
 
