@@ -12,6 +12,10 @@ ensure_deps() {
     need+=(libclang-dev)
   fi
   command -v g++ >/dev/null || need+=(g++)
+  # The TLS test makes its certificate with the openssl command.
+  command -v openssl >/dev/null || need+=(openssl)
+  # The independent RFC 9162 proof check is a Python script (standard library only).
+  command -v python3 >/dev/null || need+=(python3)
   # Tests start their own nats-server on a free port.
   if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
     need+=(nats-server)

@@ -6,7 +6,11 @@
 //! - [`routes`]: the `/v1` routes, by who calls them.
 
 pub mod auth;
+pub mod metrics;
+pub mod notary;
 pub mod problem;
+pub mod ratelimit;
+pub mod replica;
 pub mod routes;
 
 use auth::{Role, Tokens};
@@ -30,10 +34,17 @@ use std::time::Duration;
 /// Everything a handler needs once the store is open.
 pub struct Registry {
     pub store: Arc<EventStore>,
-    pub sequencer: Sequencer<Registrar>,
+    /// The writer; `None` on a read replica (`kyso follow`), which refuses commands.
+    pub sequencer: Option<Sequencer<Registrar>>,
     pub projections: Projections,
     pub campaign: Campaign,
     pub clock: Arc<dyn Clock>,
+    /// Signs checkpoints; `None` on a read replica (the primary signs).
+    pub notary: Option<Arc<notary::Notary>>,
+    /// The NATS publisher's progress, when publishing is on (`--nats-url`).
+    pub publisher: Option<Arc<publisher::Status>>,
+    /// On a read replica: how its following goes.
+    pub replica: Option<Arc<replica::Status>>,
 }
 
 /// What handlers share. The registry is set once it is open: the server listens (and
@@ -43,6 +54,10 @@ pub struct AppState {
     registry: Arc<OnceLock<Registry>>,
     tokens: Arc<Tokens>,
     limits: Limits,
+    metrics: Arc<metrics::Metrics>,
+    qr_checks: ratelimit::PerClient,
+    /// `--test-clock`: the clock `POST /v1/test/clock` moves; the route exists only then.
+    test_clock: Option<Arc<commands::ManualClock>>,
 }
 
 /// Request limits; every one answers with a problem, never by queueing without bound.
@@ -55,23 +70,49 @@ pub struct Limits {
     pub timeout: Duration,
     /// Requests in flight at once; more get 503 + Retry-After.
     pub in_flight: usize,
+    /// QR verifications per client IP per minute (bursts up to a tenth of that, at least 5);
+    /// more get 429 + Retry-After.
+    pub qr_checks_per_minute: std::num::NonZeroU32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_bytes: 64 << 10, import_bytes: 32 << 20, timeout: Duration::from_secs(30), in_flight: 4096 }
+        Self {
+            body_bytes: 64 << 10,
+            import_bytes: 32 << 20,
+            timeout: Duration::from_secs(30),
+            in_flight: 4096,
+            qr_checks_per_minute: std::num::NonZeroU32::new(60).expect("non-zero"),
+        }
     }
 }
 
 impl AppState {
     pub fn new(tokens: Tokens, limits: Limits) -> Self {
-        Self { registry: Arc::new(OnceLock::new()), tokens: Arc::new(tokens), limits }
+        let registry = Arc::new(OnceLock::new());
+        let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&registry)));
+        let burst = (limits.qr_checks_per_minute.get() / 10).max(5);
+        let qr_checks = ratelimit::PerClient::new(
+            limits.qr_checks_per_minute,
+            std::num::NonZeroU32::new(burst).expect("at least 5"),
+        );
+        Self { registry, tokens: Arc::new(tokens), limits, metrics, qr_checks, test_clock: None }
+    }
+
+    /// Serves `POST /v1/test/clock`, which moves `clock` (tests and demos only).
+    pub fn with_test_clock(mut self, clock: Arc<commands::ManualClock>) -> Self {
+        self.test_clock = Some(clock);
+        self
     }
 
     /// Marks the registry open; `/readyz` answers 200 from now on.
     pub fn set_registry(&self, registry: Registry) {
         // Only the start-up task sets it, once.
         let _ = self.registry.set(registry);
+    }
+
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.get()
     }
 }
 
@@ -146,13 +187,15 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/v1", routes::router(limits))
-        .fallback(|| async { Problem::not_found("no such route; see the README's route table") })
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi))
+        .nest("/v1", routes::router(limits, state.qr_checks.clone(), state.test_clock.is_some()))
+        .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                "this route does not take that method; see the README's route table",
+                "this route does not take that method; see /openapi.json",
             )
         })
         .layer(DefaultBodyLimit::max(limits.body_bytes))
@@ -164,7 +207,13 @@ pub fn app(state: AppState) -> Router {
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.in_flight))
                 .timeout(limits.timeout),
         )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
+        .merge(swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+            uri_prefix: "/docs",
+            api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+            title: Some("kyso API"),
+        }))
 }
 
 /// The in-flight limit or the timeout answered for the router.
@@ -180,6 +229,11 @@ async fn overloaded(e: tower::BoxError) -> Problem {
     }
 }
 
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    Json(routes::ApiDoc::openapi())
+}
+
 /// The process is up.
 async fn healthz() -> &'static str {
     "ok\n"
@@ -191,6 +245,18 @@ struct Readiness {
     last_seq: Option<u64>,
     /// How many events the slowest asynchronous projection is behind.
     projection_lag: Option<u64>,
+    /// Events JetStream has not acknowledged yet (absent when publishing is off). NATS
+    /// being down does not make the registry unready: commands go on, the backlog grows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_lag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_connected: Option<bool>,
+    /// On a replica that stopped: why, naming the seq or checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_broken: Option<String>,
+    /// On a replica: the largest primary checkpoint its tree was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified_checkpoint: Option<u64>,
 }
 
 /// The store is open and commands can be served.
@@ -198,12 +264,38 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.registry.get() {
         Some(r) => {
             let last = r.store.last_seq();
-            let ready = !r.sequencer.is_stopped();
+            // A primary is ready while its writer runs; a replica while its log is intact.
+            let broken = r.replica.as_ref().and_then(|p| p.broken());
+            let ready =
+                r.sequencer.as_ref().is_some_and(|s| !s.is_stopped()) || (r.replica.is_some() && broken.is_none());
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, Json(Readiness { ready, last_seq: Some(last.0), projection_lag: Some(r.projections.lag(last)) }))
+            let publish_lag = r.publisher.as_ref().map(|p| last.0.saturating_sub(p.acked().0));
+            let readiness = Readiness {
+                ready,
+                last_seq: Some(last.0),
+                projection_lag: Some(r.projections.lag(last)),
+                publish_lag,
+                nats_connected: r
+                    .publisher
+                    .as_ref()
+                    .map(|p| p.connected())
+                    .or(r.replica.as_ref().map(|p| p.connected())),
+                replica_broken: broken,
+                verified_checkpoint: r.replica.as_ref().map(|p| p.verified_checkpoint()),
+            };
+            (status, Json(readiness))
         }
         None => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { ready: false, last_seq: None, projection_lag: None }))
+            let readiness = Readiness {
+                ready: false,
+                last_seq: None,
+                projection_lag: None,
+                publish_lag: None,
+                nats_connected: None,
+                replica_broken: None,
+                verified_checkpoint: None,
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(readiness))
         }
     }
 }

@@ -50,6 +50,10 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
 
+    pub fn too_many_requests(slug: &'static str, detail: impl Into<String>, retry_after: u32) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, slug, detail) }
+    }
+
     pub fn unavailable(slug: &'static str, detail: impl Into<String>, retry_after: u32) -> Self {
         Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail) }
     }
@@ -63,7 +67,7 @@ impl Problem {
 }
 
 /// The members every problem has; some add more (`holder` on a 409, `field` on a 422).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ProblemBody {
     r#type: String,
     title: String,

@@ -49,10 +49,16 @@ impl Harness {
         let as_clock: Arc<dyn Clock> = clock.clone();
         state.set_registry(Registry {
             store: Arc::clone(&store),
-            sequencer,
+            sequencer: Some(sequencer),
             projections: projections.clone(),
             campaign,
             clock: as_clock,
+            notary: Some(Arc::new(api::notary::Notary::new(
+                Arc::clone(&store),
+                event_store::checkpoint::RegistryKey::from_seed("kyso.example/test", [3; 32]).unwrap(),
+            ))),
+            publisher: None,
+            replica: None,
         });
         Self { state, clock, projections, store, _dir: dir }
     }
@@ -354,6 +360,61 @@ async fn reports_audit_and_events_are_for_their_roles_and_explain_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    assert_eq!(h.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
+    let (s, ready) = h.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ready["last_seq"], 6);
+    assert_eq!(ready["projection_lag"], 6, "nothing folded yet");
+    h.catch_up();
+    assert_eq!(h.call("GET", "/readyz", None, None).await.1["projection_lag"], 0);
+    let (s, text) = h.call("GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = text.as_str().unwrap();
+    for needle in [
+        r#"kyso_http_requests_total{method="POST",route="/v1/cas",status="201"} 6"#,
+        "kyso_sequencer_commands_total 6",
+        "kyso_sequencer_queue_depth 0",
+        "kyso_projection_counts_lag 0",
+        "kyso_http_request_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+    // A server still opening answers 503 with a problem, not a hang or a 500.
+    let opening = AppState::new(Tokens::fixed(&[]), Limits::default());
+    let res = app(opening).oneshot(Request::get("/v1/cas").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_exists_and_docs_are_served() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    let (s, spec) = h.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = spec["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, methods) in paths {
+        let concrete = path.replace("{cccd}", "046196000123").replace("{id}", "1").replace("{token}", "x");
+        for method in methods.as_object().unwrap().keys() {
+            operations += 1;
+            let (s, v) = h.call(&method.to_uppercase(), &concrete, Some("t-admin"), None).await;
+            let unrouted = v["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("no such route") || d.contains("does not take that method"));
+            assert!(!unrouted, "{method} {path} is documented but not routed: {s} {v}");
+        }
+    }
+    assert_eq!(operations, 39);
+    let res = app(h.state.clone()).oneshot(Request::get("/docs/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h.call("PUT", "/v1/issuances", Some("t-vnpt"), None).await.0, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r6_imports_report_per_row_and_refuse_non_utf8() {
     let h = Harness::new();
     h.setup_cas().await;
@@ -374,23 +435,93 @@ async fn r6_imports_report_per_row_and_refuse_non_utf8() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_and_unknown_methods() {
+async fn log_routes_give_receipts_that_verify_with_the_public_key_alone() {
     let h = Harness::new();
     h.setup_cas().await;
-    assert_eq!(h.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
-    let (s, ready) = h.call("GET", "/readyz", None, None).await;
+    let (s, v) = h.call("POST", "/v1/issuances", Some("t-vnpt"), Some(issuance("046196000123"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let seq = v["receipt"]["seq"].as_u64().unwrap();
+    let proof_url = v["receipt"]["proof"].as_str().unwrap().to_string();
+    assert_eq!(proof_url, format!("/v1/log/receipt?seq={seq}"));
+
+    // Public routes: no token.
+    let (s, key) = h.call("GET", "/v1/log/key", None, None).await;
     assert_eq!(s, StatusCode::OK);
+    let key = event_store::checkpoint::VerifierKey::parse(key.as_str().unwrap()).unwrap();
+    let (s, receipt) = h.call("GET", &proof_url, None, None).await;
+    assert_eq!(s, StatusCode::OK, "{receipt}");
+    let receipt: event_store::receipt::Receipt = serde_json::from_value(receipt).unwrap();
+    assert_eq!(receipt.leaf_hash, v["receipt"]["leaf_hash"]);
+    let signed = receipt.verify(&key).unwrap();
+    assert_eq!(signed.size, h.store.last_seq().0);
+    // A receipt with another leaf does not verify.
+    let forged = event_store::receipt::Receipt { leaf_hash: "00".repeat(32), ..receipt.clone() };
+    assert!(forged.verify(&key).is_err());
+
+    // The checkpoint it was proved against stays retrievable after the log grows.
+    let (s, _) = h.call("POST", "/v1/issuances", Some("t-vnpt"), Some(issuance("046196000124"))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, note) = h.call("POST", "/v1/log/checkpoint", Some("t-auditor"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let newest = key.open(note.as_str().unwrap()).unwrap();
+    assert_eq!(newest.size, h.store.last_seq().0);
+    let (s, old) = h.call("GET", &format!("/v1/log/checkpoint?size={}", signed.size), None, None).await;
+    assert_eq!((s, old.as_str().unwrap()), (StatusCode::OK, receipt.checkpoint.as_str()));
+
+    // Consistency from the receipt's tree to the newest one, checked offline.
+    let (s, c) =
+        h.call("GET", &format!("/v1/log/proof/consistency?from={}&to={}", signed.size, newest.size), None, None).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let proof: Vec<[u8; 32]> = c["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    event_store::verify::verify_consistency(signed.size, newest.size, &signed.root, &newest.root, &proof).unwrap();
+
+    // Out of range is the caller's mistake.
+    let (s, p) = h.call("GET", "/v1/log/proof/inclusion?seq=1&size=999999", None, None).await;
     assert_eq!(
-        (ready["last_seq"].clone(), ready["projection_lag"].clone()),
-        (json!(6), json!(6)),
-        "nothing folded yet"
+        (s, p["type"].as_str().unwrap()),
+        (StatusCode::BAD_REQUEST, "https://kyso.example/problems/out-of-range")
     );
-    h.catch_up();
-    assert_eq!(h.call("GET", "/readyz", None, None).await.1["projection_lag"], 0);
-    assert_eq!(h.call("PUT", "/v1/issuances", Some("t-vnpt"), None).await.0, StatusCode::METHOD_NOT_ALLOWED);
-    // A server still opening answers 503 with a problem, not a hang or a 500.
-    let opening = AppState::new(Tokens::fixed(&[]), Limits::default());
-    let res = app(opening).oneshot(Request::get("/v1/cas").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(res.headers().contains_key("retry-after"));
+    let (s, _) = h.call("GET", "/v1/log/receipt?seq=0", None, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h.call("GET", "/v1/log/checkpoint?size=1", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_verification_is_rate_limited_per_client() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(h.call("GET", "/v1/staff/verify/not-a-real-token", None, None).await);
+    }
+    // The first burst is answered (unknown token: not authorized), then 429 with Retry-After.
+    assert!(statuses[..5].iter().all(|(s, _)| *s == StatusCode::OK), "{statuses:?}");
+    let (s, v) = statuses.last().unwrap();
+    assert_eq!(*s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["type"], "https://kyso.example/problems/rate-limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_clock_route_exists_only_with_a_test_clock_and_never_goes_back() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.call("POST", "/v1/test/clock", Some("t-admin"), Some(json!({"advance": "49h"}))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    h.state = h.state.clone().with_test_clock(Arc::clone(&h.clock));
+    let (s, v) = h.call("POST", "/v1/test/clock", Some("t-admin"), Some(json!({"advance": "49h"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["now"], "2023-09-03T09:00:00.000Z");
+    let (s, _) = h.call("POST", "/v1/test/clock", Some("t-vnpt"), Some(json!({"advance": "1h"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for bad in [json!({"advance": "-1h"}), json!({"set": "2023-09-01T00:00:00Z"}), json!({})] {
+        let (s, v) = h.call("POST", "/v1/test/clock", Some("t-admin"), Some(bad)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
 }

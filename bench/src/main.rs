@@ -2,6 +2,7 @@
 //! disk, printed as tables with ratios (absolute numbers drift on shared machines; ratios
 //! far less). `--quick` runs a few milliseconds per cell so `./scripts/test` keeps it alive.
 
+mod publish;
 mod read_side;
 
 use clap::Parser;
@@ -31,6 +32,12 @@ struct Args {
     /// Events in the synthetic log the projections are rebuilt from.
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
+    /// NATS with JetStream for the publish table.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Events published and followed in the publish table.
+    #[arg(long, default_value_t = 1_000_000)]
+    publish_events: u64,
     /// Run one table only (for profiling one path).
     #[arg(long, value_enum)]
     only: Option<Table>,
@@ -42,6 +49,8 @@ enum Table {
     Submitters,
     Domain,
     Projections,
+    /// Not in the default run: it needs a NATS server.
+    Publish,
 }
 
 const VALUE_BYTES: usize = 250;
@@ -70,6 +79,9 @@ fn main() {
     }
     if run(Table::Projections) {
         read_side::table(&base, if args.quick { 20_000 } else { args.events });
+    }
+    if args.only == Some(Table::Publish) {
+        publish::table(&runtime, &base, &args.nats_url, args.publish_events);
     }
 }
 

@@ -13,6 +13,7 @@ use projections::counts::Counts;
 use projections::follower::fold_log;
 use projections::{Decoded, KeyOut};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 const CAS: [&str; 6] = ["VNPT-CA", "VIETTEL-CA", "MISA-CA", "BKAV-CA", "FPT-CA", "CA2"];
@@ -47,9 +48,9 @@ fn synthetic(i: u64) -> Event {
     }))
 }
 
-pub fn table(base: &Path, events: u64) {
-    let dir = tempfile::tempdir_in(base).expect("temp dir");
-    let (store, mut writer) = EventStore::open(dir.path(), true).expect("kyso store");
+/// A store at `dir` holding `events` synthetic events, written in batches of 10,000.
+pub fn synthetic_log(dir: &Path, events: u64) -> Arc<EventStore> {
+    let (store, mut writer) = EventStore::open(dir, true).expect("kyso store");
     let meta = Metadata { actor: "bench".into(), ..Metadata::default() };
     let started = Instant::now();
     let mut i = 0;
@@ -69,6 +70,12 @@ pub fn table(base: &Path, events: u64) {
             eprintln!("  synthetic log: {i} events, {:.0}s", started.elapsed().as_secs_f64());
         }
     }
+    store
+}
+
+pub fn table(base: &Path, events: u64) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let store = synthetic_log(dir.path(), events);
     let last = store.last_seq();
     println!();
     println!("Rebuild from a synthetic log of {} events (2/3 issuances, 1/3 lookups):", fmt(events as f64));
@@ -103,8 +110,45 @@ pub fn table(base: &Path, events: u64) {
     let t = Instant::now();
     let _: Compliance = fold_log(&store, last, &mut KeyOut::default(), &mut |_| {}).expect("fold");
     row("rebuild compliance", t.elapsed().as_secs_f64(), raw);
+    let t = Instant::now();
+    let report = replay_tools::verify_log(&store, None, |_| {}).expect("an untouched log verifies");
+    row("kyso-replay verify (every leaf and the root)", t.elapsed().as_secs_f64(), raw);
+    assert_eq!(report.events, events);
 
     lookups(&store, events.min(1_000_000));
+    proofs(&store);
+}
+
+/// p50/p99 of building an inclusion proof (random seq, whole tree) and a consistency proof
+/// (random older size to the whole tree): what `/v1/log/receipt` and auditors wait for.
+fn proofs(store: &EventStore) {
+    let size = store.tree_head().size;
+    let mut rng = rand::rng();
+    let mut time = |f: &mut dyn FnMut(u64)| {
+        let mut samples: Vec<f64> = (0..20_000)
+            .map(|_| {
+                let at = rand::Rng::random_range(&mut rng, 1..=size);
+                let t = Instant::now();
+                f(at);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    };
+    let (i50, i99) = time(&mut |seq| {
+        std::hint::black_box(store.inclusion_proof(Seq(seq), size).expect("proof"));
+    });
+    let (c50, c99) = time(&mut |from| {
+        std::hint::black_box(store.consistency_proof(from, size).expect("proof"));
+    });
+    println!();
+    println!("Proofs over a tree of {} leaves (20,000 random samples each):", fmt(size as f64));
+    println!();
+    println!("| proof | p50 µs | p99 µs |");
+    println!("|---|---:|---:|");
+    println!("| inclusion | {i50:.1} | {i99:.1} |");
+    println!("| consistency | {c50:.1} | {c99:.1} |");
 }
 
 /// p50/p99 of `citizen::lookup` (RocksDB point read + decode) with `n` citizens in the view.

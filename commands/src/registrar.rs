@@ -32,6 +32,21 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
+/// The keys of the idempotency records whose remembered answer holds an event about
+/// `subject` (a CCCD): an erasure must forget them too. Reads the whole column family.
+pub fn idempotency_records_about(store: &EventStore, subject: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    for item in store.scan_prefix(Cf::Idempotency, &[]) {
+        let (key, value) = item?;
+        let seen: Remembered = postcard::from_bytes(&value)
+            .map_err(|_| StoreError::CorruptMeta("an idempotency record does not decode".into()))?;
+        if seen.accepted.events.iter().any(|e| codec::stream_and_subject(e).1.as_deref() == Some(subject)) {
+            out.push(key.into_vec());
+        }
+    }
+    Ok(out)
+}
+
 /// What an idempotency key remembers: the command it was used for and what it produced.
 #[derive(Debug, Serialize, Deserialize)]
 struct Remembered {
@@ -143,13 +158,61 @@ impl Registrar {
             other => unreachable!("domain appends cannot conflict: {other}"),
         })?;
         for (offset, e) in events.iter().enumerate() {
-            self.index_deadline(batch, e);
-            apply(&mut self.registry, Seq(staged.first_seq.0 + offset as u64), recorded_at, e);
-            for p in &mut self.inline {
-                p.project(&self.registry, e, batch);
-            }
+            self.fold_in(batch, Seq(staged.first_seq.0 + offset as u64), recorded_at, e);
         }
         Ok(Some((staged.first_seq, staged.last_seq)))
+    }
+
+    /// An event staged in `batch`: into the deadline index, the registry, and the inline
+    /// projections (staged in the same batch).
+    fn fold_in(&mut self, batch: &mut Batch, seq: Seq, recorded_at: RegistryTime, e: &Event) {
+        self.index_deadline(batch, e);
+        apply(&mut self.registry, seq, recorded_at, e);
+        for p in &mut self.inline {
+            p.project(&self.registry, e, batch);
+        }
+    }
+}
+
+/// Why a read replica could not take an event from the primary's stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Replicate(#[from] event_store::ReplicateError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Events of the primary's log in seq order, each with the leaf hash the primary computed.
+pub struct Replicate(pub Vec<(event_store::Envelope, event_store::merkle::Hash)>);
+
+/// A read replica's writer: runs in a [`crate::Sequencer`] (group commit), appending the
+/// primary's events as they were recorded and keeping the same registry state and inline
+/// projections as the primary, with the same code.
+pub struct Replicator(pub Registrar);
+
+impl Handler for Replicator {
+    type Command = Replicate;
+    /// The last seq staged.
+    type Reply = Result<Seq, ReplicaError>;
+
+    /// Unlike a command, a refused event does not undo the events before it: each was
+    /// checked on its own (next seq, continues its stream, leaf), so they are committed
+    /// with the batch; the replica stops at the refused one.
+    fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, r: Replicate) -> Self::Reply {
+        let mut last = Seq(batch.next_seq().0 - 1);
+        for (envelope, leaf) in r.0 {
+            let event = codec::decode(&envelope)?;
+            let (seq, recorded_at) = (envelope.seq, envelope.recorded_at);
+            writer.replicate(batch, envelope, leaf)?;
+            self.0.fold_in(batch, seq, recorded_at, &event);
+            last = seq;
+        }
+        Ok(last)
+    }
+
+    fn rolled_back(&mut self) {
+        self.0.rolled_back();
     }
 }
 

@@ -100,3 +100,12 @@ pub(crate) fn tile_key(tile: u64) -> [u8; 9] {
 pub(crate) const META_FORMAT: &[u8] = b"format";
 /// `size (u64) ‖ root (32 bytes)`, written in every batch.
 pub(crate) const META_TREE: &[u8] = b"tree";
+/// `ckpt/ ‖ size (u64) → signed note`: every signed checkpoint, kept so older ones stay
+/// retrievable and auditors can check consistency between successive ones.
+pub(crate) const META_CHECKPOINT_PREFIX: &[u8] = b"ckpt/";
+
+pub(crate) fn checkpoint_key(size: u64) -> Vec<u8> {
+    let mut key = META_CHECKPOINT_PREFIX.to_vec();
+    key.extend_from_slice(&size.to_be_bytes());
+    key
+}

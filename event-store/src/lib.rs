@@ -3,12 +3,16 @@
 //! - [`EventStore`] / [`LogWriter`]: envelopes in RocksDB, one synced `WriteBatch` per group
 //!   commit, optimistic concurrency per stream, streaming reads.
 //! - [`merkle`]: the RFC 6962 tree over the log, extended in the same batch as the events.
+//! - [`checkpoint`]: signed tree heads (C2SP signed notes) and the registry's Ed25519 key.
+//! - [`receipt`]: a CA's self-contained proof that its event is in the signed log.
 //! - [`verify`]: proof checks with no storage code, for auditors and third parties.
 
 pub mod cf;
+pub mod checkpoint;
 mod envelope;
 mod error;
 pub mod merkle;
+pub mod receipt;
 mod store;
 pub mod verify;
 
@@ -17,5 +21,5 @@ pub use envelope::{Envelope, Metadata, RegistryTime, Salt, Seq, StreamId};
 pub use error::{StoreError, VersionConflict};
 pub use store::{
     AppendError, AsideOp, Batch, Committed, EventData, EventIter, EventStore, ExpectedVersion, FORMAT_VERSION,
-    LogWriter, MAX_STREAM_ID_BYTES, Staged, StreamAppend, StreamHead, TreeHead,
+    LogWriter, MAX_STREAM_ID_BYTES, ReplicateError, Staged, StreamAppend, StreamHead, TreeHead,
 };

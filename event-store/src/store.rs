@@ -1,6 +1,6 @@
 //! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
 
-use crate::cf::{self, Cf, META_FORMAT, META_TREE};
+use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_TREE};
 use crate::envelope::{Envelope, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
@@ -122,7 +122,7 @@ pub struct Staged {
 pub struct Batch {
     first_seq: u64,
     recorded_at: RegistryTime,
-    events: Vec<(Envelope, Option<Salt>)>,
+    events: Vec<(Envelope, LeafInput)>,
     heads: HashMap<StreamId, StreamHead>,
     new_salts: HashMap<String, Salt>,
     writes: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
@@ -148,12 +148,46 @@ impl Batch {
     }
 }
 
+/// How the writer gets an event's Merkle leaf.
+enum LeafInput {
+    /// From the event, with its subject's salt if it has a subject.
+    Compute(Option<Salt>),
+    /// Given by the primary (a replica holds no salts); already checked where it could be.
+    Known(Hash),
+}
+
+/// Why a replica refused an event from the primary's stream. The replica stops on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("expected seq {expected}, received seq {received}: the stream has a gap or is out of order")]
+    Gap { expected: u64, received: u64 },
+    #[error(
+        "seq {seq}: stream {stream} is at version {head} (last seq {last}) but the event says version {version} after seq {prev:?}"
+    )]
+    StreamMismatch { seq: u64, stream: StreamId, head: u64, last: u64, version: u64, prev: Option<u64> },
+    #[error("seq {seq}: the leaf hash sent with the event does not match the event")]
+    LeafMismatch { seq: u64 },
+}
+
 /// One write of [`EventStore::write_aside`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AsideOp {
     Put(Vec<u8>, Vec<u8>),
     /// Every key that starts with these bytes (a projection's old generation).
     DeletePrefix(Vec<u8>),
+}
+
+fn checkpoint_size(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(META_CHECKPOINT_PREFIX.len()..)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::CorruptMeta("a checkpoint key is not prefix ‖ u64".into()))
+}
+
+fn checkpoint_text(bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|_| StoreError::CorruptMeta("a stored checkpoint is not UTF-8".into()))
 }
 
 /// The first key after every key starting with `prefix`; `None` if the prefix is all 0xFF.
@@ -409,6 +443,20 @@ impl EventStore {
         }
     }
 
+    /// The salts of many subjects in one batched read (`None`: never had events, or erased).
+    pub fn salts(&self, subjects: &[&str]) -> Result<Vec<Option<Salt>>, StoreError> {
+        self.db
+            .batched_multi_get_cf(self.cf(Cf::Salts), subjects.iter().map(|s| s.as_bytes()), false)
+            .into_iter()
+            .map(|value| match value? {
+                None => Ok(None),
+                Some(bytes) => bytes.as_ref().try_into().map(Some).map_err(|_| {
+                    StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len()))
+                }),
+            })
+            .collect()
+    }
+
     /// The Merkle leaf hash stored for `seq`.
     pub fn leaf_hash(&self, seq: Seq) -> Result<Hash, StoreError> {
         self.node(NodeId::new(0, seq.leaf_index()))
@@ -470,11 +518,70 @@ impl EventStore {
         Ok(self.db.write(wb)?)
     }
 
+    /// Stores a signed checkpoint of the tree at `size` leaves, synced: once a checkpoint
+    /// has been handed out, the registry must be able to show it again.
+    pub fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.put_cf_opt(self.cf(Cf::Meta), cf::checkpoint_key(size), note.as_bytes(), &opts)?)
+    }
+
+    /// The stored checkpoint of the tree at exactly `size` leaves.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.get(Cf::Meta, &cf::checkpoint_key(size))?.map(checkpoint_text).transpose()
+    }
+
+    /// The newest stored checkpoint with its tree size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let end = prefix_end(META_CHECKPOINT_PREFIX).expect("an ASCII prefix");
+        let mut iter = self.db.raw_iterator_cf(self.cf(Cf::Meta));
+        iter.seek_for_prev(&end);
+        iter.status()?;
+        match (iter.key(), iter.value()) {
+            (Some(k), Some(v)) if k.starts_with(META_CHECKPOINT_PREFIX) => {
+                Ok(Some((checkpoint_size(k)?, checkpoint_text(v.to_vec())?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every stored checkpoint, smallest tree first.
+    pub fn checkpoints(&self) -> impl Iterator<Item = Result<(u64, String), StoreError>> + '_ {
+        self.scan_prefix(Cf::Meta, META_CHECKPOINT_PREFIX)
+            .map(|item| item.and_then(|(k, v)| Ok((checkpoint_size(&k)?, checkpoint_text(v.into_vec())?))))
+    }
+
+    /// Erasure (R9): deletes `keys` and everything under `prefixes`, synced, in one batch.
+    /// Only a subject's salt and data derived from the log may be forgotten; the log's own
+    /// column families are refused. Run it with the writer stopped: the writer keeps the
+    /// salts it has used in memory.
+    pub fn forget(&self, keys: &[(Cf, Vec<u8>)], prefixes: &[(Cf, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for (cf, key) in keys {
+            assert!(matches!(cf, Cf::Salts | Cf::Idempotency | Cf::Projections), "{} cannot be erased from", cf.name());
+            wb.delete_cf(self.cf(*cf), key);
+        }
+        for (cf, prefix) in prefixes {
+            assert!(matches!(cf, Cf::Projections), "{} cannot be erased from by prefix", cf.name());
+            let end = prefix_end(prefix).expect("derived-data prefixes start with an ASCII letter");
+            wb.delete_range_cf(self.cf(*cf), prefix, &end);
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(wb, &opts)?)
+    }
+
     /// Overwrites one raw value, bypassing the writer. Exists only so tamper tests can play
     /// the attacker who edits the data dir; nothing in kyso calls it.
     #[doc(hidden)]
     pub fn tamper_raw_put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         Ok(self.db.put_cf(self.cf(cf), key, value)?)
+    }
+
+    /// Deletes one raw value, bypassing the writer; for tamper tests, like [`Self::tamper_raw_put`].
+    #[doc(hidden)]
+    pub fn tamper_raw_delete(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.delete_cf(self.cf(cf), key)?)
     }
 }
 
@@ -684,7 +791,7 @@ impl LogWriter {
                         subject: data.subject,
                         payload: data.payload,
                     },
-                    salts.next().expect("one salt slot per event"),
+                    LeafInput::Compute(salts.next().expect("one salt slot per event")),
                 ));
                 head = StreamHead { version: head.version + 1, last_seq: seq };
             }
@@ -693,6 +800,35 @@ impl LogWriter {
         }
         let last_seq = Seq(batch.next_seq().0 - 1);
         Ok(Staged { first_seq, last_seq, stream_versions })
+    }
+
+    /// Stages an event exactly as the primary recorded it (a read replica following the
+    /// primary's stream): its seq must be the next one, it must continue its stream, and a
+    /// public event's leaf is recomputed and must equal `leaf`. Personal events are taken
+    /// with the primary's leaf: their salts never leave the primary (R9).
+    pub fn replicate(&mut self, batch: &mut Batch, env: Envelope, leaf: Hash) -> Result<(), ReplicateError> {
+        let expected = batch.next_seq().0;
+        if env.seq.0 != expected {
+            return Err(ReplicateError::Gap { expected, received: env.seq.0 });
+        }
+        let head = self.head_of(batch, &env.stream)?;
+        let prev = (head.version > 0).then_some(head.last_seq);
+        if env.stream_version != head.version + 1 || env.prev_seq != prev {
+            return Err(ReplicateError::StreamMismatch {
+                seq: env.seq.0,
+                stream: env.stream.clone(),
+                head: head.version,
+                last: head.last_seq.0,
+                version: env.stream_version,
+                prev: env.prev_seq.map(|s| s.0),
+            });
+        }
+        if env.subject.is_none() && merkle::hash_leaf(&env.leaf_bytes(None)) != leaf {
+            return Err(ReplicateError::LeafMismatch { seq: env.seq.0 });
+        }
+        batch.heads.insert(env.stream.clone(), StreamHead { version: env.stream_version, last_seq: env.seq });
+        batch.events.push((env, LeafInput::Known(leaf)));
+        Ok(())
     }
 
     /// Writes the whole batch — events, stream heads, Merkle nodes, tree head and extra
@@ -709,14 +845,19 @@ impl LogWriter {
         let mut tile: Vec<u8> = self.right_tile.concat();
         let mut wb = WriteBatch::default();
         let mut scratch = Vec::with_capacity(1024);
-        for (env, salt) in &batch.events {
+        for (env, input) in &batch.events {
             assert_eq!(env.seq.0, tree.size() + 1, "seqs are gap-free");
             scratch.clear();
             env.encode_into(&mut scratch);
             wb.put_cf(events_cf, cf::seq_key(env.seq.0), &scratch);
-            scratch.clear();
-            env.write_leaf_bytes(salt.as_ref(), &mut scratch);
-            let leaf = merkle::hash_leaf(&scratch);
+            let leaf = match input {
+                LeafInput::Compute(salt) => {
+                    scratch.clear();
+                    env.write_leaf_bytes(salt.as_ref(), &mut scratch);
+                    merkle::hash_leaf(&scratch)
+                }
+                LeafInput::Known(leaf) => *leaf,
+            };
             tree.append(leaf, |id, hash| {
                 if id.level >= cf::TILE_HEIGHT {
                     wb.put_cf(merkle_cf, cf::node_key(id.level, id.index), hash);

@@ -29,7 +29,7 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn key_part(&self) -> Vec<u8> {
+    pub(crate) fn key_part(&self) -> Vec<u8> {
         match self {
             Subject::Citizen(c) => [&[CITIZEN][..], c.as_str().as_bytes()].concat(),
             // The NUL ends the id, so `VNPT-CA` does not list `VNPT-CA2`'s events.
@@ -83,9 +83,17 @@ impl Fold for AuditIndex {
     const VERSION: u32 = 1;
 
     fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, keys: &mut KeyOut) {
-        for s in self.subjects(event) {
+        for s in self.observe(event) {
             keys.put(&[&s.key_part(), &ctx.seq.0.to_be_bytes()]);
         }
+    }
+}
+
+impl AuditIndex {
+    /// Everyone `event` is about, remembering what later events need (a demand's citizen,
+    /// a complaint's parties). Feed it every event in seq order.
+    pub fn observe(&mut self, event: &Event) -> Vec<Subject> {
+        let subjects = self.subjects(event);
         match event {
             Event::DemandRegistered { demand, citizen, .. } => {
                 self.demand_citizen.insert(*demand, *citizen);
@@ -95,6 +103,7 @@ impl Fold for AuditIndex {
             }
             _ => {}
         }
+        subjects
     }
 }
 

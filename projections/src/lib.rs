@@ -13,6 +13,7 @@ pub mod compliance;
 pub mod counts;
 pub mod demands;
 pub mod directory;
+pub mod erasure;
 pub mod fold;
 pub mod follower;
 pub mod history;

@@ -23,8 +23,8 @@ fn an_untouched_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     filled(dir.path(), 50);
     let store = EventStore::open_read_only(dir.path()).unwrap();
-    let report = verify_log(&store, |_| {}).unwrap();
-    assert_eq!((report.events, report.erased, report.tree.size), (50, 0, 50));
+    let report = verify_log(&store, None, |_| {}).unwrap();
+    assert_eq!((report.events, report.erased, report.tree.size, report.checkpoints), (50, 0, 50, 0));
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn one_changed_payload_byte_is_named_by_its_seq() {
         }
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
-    match verify_log(&store, |_| {}) {
+    match verify_log(&store, None, |_| {}) {
         Err(VerifyError::LeafMismatch { seq }) => assert_eq!(seq, Seq(17)),
         other => panic!("expected a leaf mismatch at 17, got {other:?}"),
     }
@@ -56,5 +56,142 @@ fn a_corrupt_salt_is_an_error_not_a_skip() {
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
     // An empty salt is corrupt, not erased: verify says so rather than skipping.
-    assert!(verify_log(&store, |_| {}).is_err());
+    assert!(verify_log(&store, None, |_| {}).is_err());
+}
+
+use event_store::checkpoint::{Checkpoint, RegistryKey};
+use event_store::receipt::Receipt;
+
+fn key() -> RegistryKey {
+    RegistryKey::from_seed("kyso.example/test", [5; 32]).unwrap()
+}
+
+/// Signs and stores checkpoints at each of `sizes`, as the server's notary does.
+fn sign_at(store: &EventStore, key: &RegistryKey, sizes: &[u64]) {
+    for &size in sizes {
+        let root = store.root_at(size).unwrap();
+        store.put_checkpoint(size, &key.sign(&Checkpoint { origin: key.name(), size, root })).unwrap();
+    }
+}
+
+fn receipt_for(store: &EventStore, seq: u64, size: u64) -> Receipt {
+    Receipt {
+        seq,
+        leaf_hash: hex::encode(store.leaf_hash(Seq(seq)).unwrap()),
+        checkpoint: store.checkpoint(size).unwrap().unwrap(),
+        proof: store.inclusion_proof(Seq(seq), size).unwrap().iter().map(hex::encode).collect(),
+    }
+}
+
+#[test]
+fn signed_checkpoints_are_checked_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 50);
+    let key = key();
+    {
+        let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+        sign_at(&store, &key, &[0, 1, 20, 37, 50]);
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    let report = verify_log(&store, Some(&key.verifier()), |_| {}).unwrap();
+    assert_eq!(report.checkpoints, 5);
+    // Without the key the signatures cannot be checked, and verify says so.
+    assert!(matches!(verify_log(&store, None, |_| {}), Err(VerifyError::NoKey)));
+    // Another key's view: the signatures are not by it.
+    let other = RegistryKey::from_seed("kyso.example/test", [6; 32]).unwrap();
+    assert!(matches!(verify_log(&store, Some(&other.verifier()), |_| {}), Err(VerifyError::BadCheckpoint { .. })));
+}
+
+#[test]
+fn dropping_the_last_events_is_caught_by_the_checkpoint_that_covered_them() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 50);
+    let key = key();
+    {
+        let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+        sign_at(&store, &key, &[20, 50]);
+        // The attacker removes seqs 46..=50 and makes the tree head agree with what is left.
+        let root = store.root_at(45).unwrap();
+        for seq in 46..=50u64 {
+            store.tamper_raw_delete(Cf::Events, &seq.to_be_bytes()).unwrap();
+        }
+        let mut head = 45u64.to_be_bytes().to_vec();
+        head.extend_from_slice(&root);
+        store.tamper_raw_put(Cf::Meta, b"tree", &head).unwrap();
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    match verify_log(&store, Some(&key.verifier()), |_| {}) {
+        Err(VerifyError::CheckpointBeyondLog { size: 50, events: 45 }) => {}
+        other => panic!("expected the checkpoint at 50 to name the drop, got {other:?}"),
+    }
+}
+
+/// The strongest attack on a data dir: rewrite one event and recompute every leaf, node and
+/// head after it, so the store agrees with itself. Only what was signed before shows it.
+#[test]
+fn a_rewritten_and_recomputed_history_fails_the_old_checkpoints_and_receipts() {
+    let (original, forged) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    filled(original.path(), 50);
+    let key = key();
+    let (receipt, receipt_of_rewritten) = {
+        let (store, _writer) = EventStore::open(original.path(), false).unwrap();
+        sign_at(&store, &key, &[20, 40]);
+        (receipt_for(&store, 35, 40), receipt_for(&store, 30, 40))
+    };
+    receipt.verify(&key.verifier()).unwrap();
+    {
+        let source = EventStore::open_read_only(original.path()).unwrap();
+        let (store, mut writer) = EventStore::open(forged.path(), true).unwrap();
+        // Same salts, so every leaf but the rewritten one comes out identical.
+        for item in source.scan_prefix(Cf::Salts, b"") {
+            let (k, v) = item.unwrap();
+            store.tamper_raw_put(Cf::Salts, &k, &v).unwrap();
+        }
+        for event in source.read_from(Seq(1)) {
+            let mut event = event.unwrap();
+            if event.seq == Seq(30) {
+                event.payload[0] ^= 0xFF;
+            }
+            let mut batch = writer.begin(event.recorded_at);
+            let data = EventData {
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                subject: event.subject,
+            };
+            let append = StreamAppend { stream: event.stream, expected: ExpectedVersion::Any, events: vec![data] };
+            writer.stage(&mut batch, &event.meta, vec![append]).unwrap();
+            writer.commit(batch).unwrap();
+        }
+        for item in source.checkpoints() {
+            let (size, note) = item.unwrap();
+            store.put_checkpoint(size, &note).unwrap();
+        }
+        // The forged log verifies on its own terms…
+        assert!(verify_log(&store, None, |_| {}).is_err(), "it holds checkpoints, so a key is needed");
+        store.tamper_raw_delete(Cf::Meta, &[b"ckpt/".as_slice(), &40u64.to_be_bytes()].concat()).unwrap();
+        store.tamper_raw_delete(Cf::Meta, &[b"ckpt/".as_slice(), &20u64.to_be_bytes()].concat()).unwrap();
+        verify_log(&store, None, |_| {}).unwrap();
+        // …and even gets a fresh signature from the registry's key over its new root.
+        sign_at(&store, &key, &[50]);
+        let source_notes: Vec<_> = source.checkpoints().map(|c| c.unwrap()).collect();
+        for (size, note) in source_notes {
+            store.put_checkpoint(size, &note).unwrap();
+        }
+    }
+    let store = EventStore::open_read_only(forged.path()).unwrap();
+    // The checkpoint signed before the rewrite names it; the one before seq 30 still holds.
+    match verify_log(&store, Some(&key.verifier()), |_| {}) {
+        Err(VerifyError::CheckpointMismatch { size: 40 }) => {}
+        other => panic!("expected the checkpoint at 40 to fail, got {other:?}"),
+    }
+    // The CA's receipts from before the rewrite fail against the rewritten log.
+    assert!(matches!(
+        replay_tools::check_receipt_against(&store, &receipt),
+        Err(replay_tools::ReceiptCheckError::TreeRewritten { size: 40 })
+    ));
+    assert!(matches!(
+        replay_tools::check_receipt_against(&store, &receipt_of_rewritten),
+        Err(replay_tools::ReceiptCheckError::LeafChanged { seq: 30 })
+    ));
 }

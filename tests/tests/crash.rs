@@ -51,7 +51,7 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
             assert_eq!(event.stream.as_str(), stream, "round {round}: seq {first} holds another stream's event");
         }
         // Gap-free seqs from 1 and the stored root, with the auditors' own verifier.
-        let report = replay_tools::verify_log(&store, |_| {}).unwrap();
+        let report = replay_tools::verify_log(&store, None, |_| {}).unwrap();
         assert_eq!(report.events, last.0);
         total_acked += acked.len();
         eprintln!("round {round}: {} acks, log at seq {last}, verified", acked.len());

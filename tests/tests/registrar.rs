@@ -102,7 +102,7 @@ async fn racing_cas_one_wins_refusal_is_logged_demand_expires_once_across_a_rest
     let live = replay(&store, &Campaign::from_toml(HUE).unwrap()).unwrap();
     let holding = live.citizen(&Cccd::parse("046196000123", 2023).unwrap()).unwrap().holding.clone().unwrap();
     assert_eq!(holding.seq, winners[0], "the holder is the one the sequencer accepted");
-    let report = replay_tools::verify_log(&store, |_| {}).unwrap();
+    let report = replay_tools::verify_log(&store, None, |_| {}).unwrap();
     assert_eq!(report.events, store.last_seq().0);
     // R9: no leaf shows a CCCD.
     for n in 1..=store.last_seq().0 {

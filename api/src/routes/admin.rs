@@ -27,8 +27,9 @@ pub fn router() -> Router<AppState> {
         .route("/violations", get(violations).post(violation))
 }
 
-#[derive(Serialize)]
-struct Done {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Done {
+    #[schema(value_type = Option<Vec<u64>>)]
     seqs: Option<(Seq, Seq)>,
     receipt: Option<Receipt>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,33 +50,64 @@ fn admin(caller: &Caller) -> Result<(), Problem> {
     caller.require(&["admin"]).map(|_| ())
 }
 
-async fn list_cas(open: Open) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    get,
+    path = "/v1/cas",
+    tag = "public",
+    summary = "CAs and their status",
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+)]
+pub(super) async fn list_cas(open: Open) -> Result<impl IntoResponse, Problem> {
     Ok(Json(directory::cas(&open.get().store).map_err(|e| Problem::internal("reading CAs", e))?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CaBody {
+pub(super) struct CaBody {
     ca: String,
     name: String,
     app_name: String,
 }
 
-async fn register_ca(open: Open, caller: Caller, Body(b): Body<CaBody>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/cas",
+    tag = "so",
+    summary = "Register a CA",
+    request_body = CaBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn register_ca(
+    open: Open,
+    caller: Caller,
+    Body(b): Body<CaBody>,
+) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     admin_command(&open, &caller, Command::RegisterCa { ca: ca_id("ca", &b.ca)?, name: b.name, app_name: b.app_name })
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Reason {
+pub(super) struct Reason {
     reason: String,
     #[serde(default)]
+    #[schema(value_type = Vec<u64>)]
     violations: Vec<Seq>,
 }
 
-async fn suspend(
+#[utoipa::path(
+    post,
+    path = "/v1/cas/{id}/suspend",
+    tag = "so",
+    summary = "R13: suspend a CA",
+    params(("id" = String, Path)),
+    request_body = Reason,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn suspend(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<String>,
@@ -85,13 +117,36 @@ async fn suspend(
     admin_command(&open, &caller, Command::SuspendCa { ca: ca_id("id", &id)?, reason: b.reason }).await
 }
 
-async fn reinstate(open: Open, caller: Caller, PathParam(id): PathParam<String>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/cas/{id}/reinstate",
+    tag = "so",
+    summary = "Reinstate a suspended CA",
+    params(("id" = String, Path)),
+    responses((status = 201, body = Done), (status = 200, description = "already active", body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn reinstate(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<String>,
+) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     admin_command(&open, &caller, Command::ReinstateCa { ca: ca_id("id", &id)? }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/cas/{id}/expel",
+    tag = "so",
+    summary = "R13: expel a CA (final)",
+    params(("id" = String, Path)),
+    request_body = Reason,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R13: final; the CA's later commands are refused and logged, earlier issuances stand.
-async fn expel(
+pub(super) async fn expel(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<String>,
@@ -106,33 +161,55 @@ async fn expel(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ZoneBody {
+pub(super) struct ZoneBody {
     ca: String,
     commune: String,
 }
 
-async fn zone(open: Open, caller: Caller, Body(b): Body<ZoneBody>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/zones",
+    tag = "so",
+    summary = "R14: assign a commune to a CA",
+    request_body = ZoneBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn zone(open: Open, caller: Caller, Body(b): Body<ZoneBody>) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     admin_command(&open, &caller, Command::AssignZone { ca: ca_id("ca", &b.ca)?, commune: b.commune }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CounterBody {
+pub(super) struct CounterBody {
     counter: String,
     commune: String,
 }
 
-async fn counter(open: Open, caller: Caller, Body(b): Body<CounterBody>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/counters",
+    tag = "so",
+    summary = "R14: register a one-stop counter",
+    request_body = CounterBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn counter(
+    open: Open,
+    caller: Caller,
+    Body(b): Body<CounterBody>,
+) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     admin_command(&open, &caller, Command::RegisterCounter { counter: b.counter, commune: b.commune }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BoothBody {
+pub(super) struct BoothBody {
     booth: String,
     commune: String,
     ca: String,
@@ -140,7 +217,16 @@ struct BoothBody {
     week_start: chrono::NaiveDate,
 }
 
-async fn booth(open: Open, caller: Caller, Body(b): Body<BoothBody>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/booths",
+    tag = "so",
+    summary = "R14: schedule a booth week",
+    request_body = BoothBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn booth(open: Open, caller: Caller, Body(b): Body<BoothBody>) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     let command = Command::ScheduleBooth {
         booth: b.booth,
@@ -151,18 +237,32 @@ async fn booth(open: Open, caller: Caller, Body(b): Body<BoothBody>) -> Result<i
     admin_command(&open, &caller, command).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ComplaintBody {
+pub(super) struct ComplaintBody {
     against: String,
     /// issued_without_consent, pre_collected_data, duplicate_issuance, unauthorized_staff, other
+    #[schema(value_type = String)]
     kind: ComplaintKind,
     citizen: Option<String>,
     text: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/complaints",
+    tag = "portal",
+    summary = "R13: file a complaint",
+    request_body = ComplaintBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R13: a complaint from a citizen (through the portal) or the Sở.
-async fn complaint(open: Open, caller: Caller, Body(b): Body<ComplaintBody>) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn complaint(
+    open: Open,
+    caller: Caller,
+    Body(b): Body<ComplaintBody>,
+) -> Result<impl IntoResponse, Problem> {
     caller.require(&["portal", "admin"])?;
     let citizen = match &b.citizen {
         Some(c) => Some(cccd(&open, "citizen", c)?),
@@ -173,18 +273,29 @@ async fn complaint(open: Open, caller: Caller, Body(b): Body<ComplaintBody>) -> 
     admin_command(&open, &caller, command).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Resolution {
+pub(super) struct Resolution {
     upheld: bool,
     /// The events the Sở checked the complaint against (from the audit trail).
     #[serde(default)]
+    #[schema(value_type = Vec<u64>)]
     checked: Vec<Seq>,
     note: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/complaints/{id}/resolve",
+    tag = "so",
+    summary = "R13: resolve a complaint",
+    params(("id" = u64, Path)),
+    request_body = Resolution,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R13: an upheld complaint publishes a violation.
-async fn resolve(
+pub(super) async fn resolve(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<u64>,
@@ -199,19 +310,34 @@ async fn resolve(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ViolationBody {
+pub(super) struct ViolationBody {
     ca: String,
     /// issued_without_consent, pre_collected_data, duplicate_issuance, unauthorized_staff, other
+    #[schema(value_type = String)]
     kind: ComplaintKind,
     complaint: Option<u64>,
     description: String,
     #[serde(default)]
+    #[schema(value_type = Vec<u64>)]
     evidence: Vec<Seq>,
 }
 
-async fn violation(open: Open, caller: Caller, Body(b): Body<ViolationBody>) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    post,
+    path = "/v1/violations",
+    tag = "so",
+    summary = "R13: log a violation",
+    request_body = ViolationBody,
+    responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn violation(
+    open: Open,
+    caller: Caller,
+    Body(b): Body<ViolationBody>,
+) -> Result<impl IntoResponse, Problem> {
     admin(&caller)?;
     let command = Command::LogViolation {
         ca: ca_id("ca", &b.ca)?,
@@ -223,7 +349,14 @@ async fn violation(open: Open, caller: Caller, Body(b): Body<ViolationBody>) -> 
     admin_command(&open, &caller, command).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/violations",
+    tag = "public",
+    summary = "R13: published violations",
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+)]
 /// R13: violations are public.
-async fn violations(open: Open) -> impl IntoResponse {
+pub(super) async fn violations(open: Open) -> impl IntoResponse {
     Json(open.get().projections.compliance.read(|c| c.violations.clone()))
 }

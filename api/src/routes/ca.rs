@@ -18,7 +18,7 @@ use projections::demands::Stage;
 use projections::directory;
 use serde::{Deserialize, Serialize};
 
-pub fn router(limits: Limits) -> Router<AppState> {
+pub fn router(limits: Limits, qr_checks: crate::ratelimit::PerClient) -> Router<AppState> {
     Router::new()
         .route("/citizens/{cccd}", get(lookup))
         .route("/issuances", post(record))
@@ -28,28 +28,43 @@ pub fn router(limits: Limits) -> Router<AppState> {
         .route("/demands/{id}/ack", post(ack_demand))
         .route("/staff", get(list_staff).post(register_staff))
         .route("/staff/{id}", delete(revoke_staff))
-        .route("/staff/verify/{token}", get(verify_staff))
+        .route(
+            "/staff/verify/{token}",
+            get(verify_staff).layer(axum::middleware::from_fn_with_state(qr_checks, crate::ratelimit::limit)),
+        )
 }
 
-#[derive(Deserialize, Default)]
-struct LookupQuery {
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct LookupQuery {
     /// The staff member doing the lookup in the field (R11), if any.
     staff: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct LookupAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct LookupAnswer {
     citizen: String,
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     view: CitizenView,
     /// Where this lookup was recorded (R2); absent for the Sở and auditors, whose reads are
     /// not CA lookups.
+    #[schema(value_type = Option<u64>)]
     lookup_seq: Option<Seq>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/citizens/{cccd}",
+    tag = "ca",
+    summary = "R2: look a citizen up (recorded for CAs)",
+    params(("cccd" = String, Path, description = "12-digit CCCD"), LookupQuery),
+    responses((status = 200, body = LookupAnswer), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R2: a CA's lookup is recorded, then answered from the view, which already includes
 /// every write acknowledged before it.
-async fn lookup(
+pub(super) async fn lookup(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<String>,
@@ -71,9 +86,9 @@ async fn lookup(
 }
 
 /// Where the issuance happened (R14): the commune itself, a one-stop counter or a booth.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum PlaceBody {
+pub(super) enum PlaceBody {
     #[default]
     Commune,
     Counter {
@@ -84,13 +99,15 @@ enum PlaceBody {
     },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IssuanceBody {
+pub(super) struct IssuanceBody {
     citizen: String,
     /// app, ca_office, door_to_door, demand, one_stop_counter, booth
+    #[schema(value_type = String)]
     channel: Channel,
     /// state_agency, socio_political, public_service, student, sme_worker, adult_citizen
+    #[schema(value_type = String)]
     segment: Segment,
     /// GSO commune code.
     commune: String,
@@ -98,6 +115,7 @@ struct IssuanceBody {
     place: PlaceBody,
     /// active (default) or technical_error (R5)
     #[serde(default = "active")]
+    #[schema(value_type = String)]
     status: IssuanceStatus,
     staff: Option<u64>,
     serial: Option<String>,
@@ -109,10 +127,12 @@ fn active() -> IssuanceStatus {
     IssuanceStatus::Active
 }
 
-#[derive(Serialize)]
-struct IssuanceAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct IssuanceAnswer {
+    #[schema(value_type = u64)]
     seq: Seq,
     citizen: String,
+    #[schema(value_type = String, format = DateTime)]
     free_until: RegistryTime,
     late: bool,
     /// Set when this answer repeats the first one for the same Idempotency-Key.
@@ -167,8 +187,18 @@ async fn issuance(
     Ok((status, Json(answer)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/issuances",
+    tag = "ca",
+    summary = "R1–R5, R18: record an issuance",
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry safely with the same key")),
+    request_body = IssuanceBody,
+    responses((status = 201, body = IssuanceAnswer), (status = 200, description = "a replay of the first answer for this Idempotency-Key", body = IssuanceAnswer), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R1–R5, R18: record an issuance; 409 names the CA that holds the citizen.
-async fn record(
+pub(super) async fn record(
     open: Open,
     caller: Caller,
     headers: HeaderMap,
@@ -177,8 +207,18 @@ async fn record(
     issuance(open, caller, headers, body, false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/issuances/switch",
+    tag = "ca",
+    summary = "R7: the citizen switches to this CA",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = IssuanceBody,
+    responses((status = 201, body = IssuanceAnswer), (status = 200, body = IssuanceAnswer), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R7: the citizen switches to this CA; `free_until` stays the first CA's.
-async fn switch(
+pub(super) async fn switch(
     open: Open,
     caller: Caller,
     headers: HeaderMap,
@@ -187,8 +227,17 @@ async fn switch(
     issuance(open, caller, headers, body, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/imports",
+    tag = "ca",
+    summary = "R6: import legacy issuances (CSV: cccd,issued_at,serial)",
+    request_body(content = String, content_type = "text/csv"),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
-async fn import(
+pub(super) async fn import(
     open: Open,
     caller: Caller,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
@@ -203,18 +252,29 @@ async fn import(
     let (rows, errors) = legacy::parse(text, current_year(&open));
     let report = commands::import::ImportReport { failed: errors, ..Default::default() };
     let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
-    let report = commands::import::import_legacy(&open.get().sequencer, &meta, &ca, rows, report).await?;
+    let report = commands::import::import_legacy(super::writer(&open)?, &meta, &ca, rows, report).await?;
     Ok(Json(report))
 }
 
-#[derive(Deserialize, Default)]
-struct DemandQuery {
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DemandQuery {
     /// open, acknowledged, expired, fulfilled
+    #[param(value_type = Option<String>)]
     stage: Option<Stage>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/demands",
+    tag = "ca",
+    summary = "R12: demands (a CA sees its own)",
+    params(DemandQuery),
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R12: a CA sees its own demands; the Sở sees all.
-async fn demands(
+pub(super) async fn demands(
     open: Open,
     caller: Caller,
     QueryParams(q): QueryParams<DemandQuery>,
@@ -228,11 +288,12 @@ async fn demands(
     Ok(Json(r.projections.demands.read(|b| b.lines(ca.as_ref(), q.stage, now))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DemandBody {
+pub(super) struct DemandBody {
     citizen: String,
     /// home or remote
+    #[schema(value_type = String)]
     mode: DemandMode,
     phone: String,
     commune: String,
@@ -240,16 +301,27 @@ struct DemandBody {
     chosen_ca: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DemandAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct DemandAnswer {
     demand: u64,
     ca: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<RegistryTime>,
     receipt: Option<Receipt>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/demands",
+    tag = "portal",
+    summary = "R12: register a citizen's demand",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = DemandBody,
+    responses((status = 201, body = DemandAnswer), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R12: the portal registers a citizen's demand.
-async fn register_demand(
+pub(super) async fn register_demand(
     open: Open,
     caller: Caller,
     headers: HeaderMap,
@@ -277,24 +349,50 @@ async fn register_demand(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/demands/{id}/ack",
+    tag = "ca",
+    summary = "R12: acknowledge a demand",
+    params(("id" = u64, Path)),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R12: the CA takes the demand on.
-async fn ack_demand(open: Open, caller: Caller, PathParam(id): PathParam<u64>) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn ack_demand(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
     let accepted = submit(&open, &caller, Command::AcknowledgeDemand { demand: id, ca }, None).await?;
     Ok(Json(serde_json::json!({ "demand": id, "acknowledged": true, "receipt": receipt(&open, &accepted)? })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StaffBody {
+pub(super) struct StaffBody {
     full_name: String,
     birth_year: u16,
     position: String,
     photo_ref: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/staff",
+    tag = "ca",
+    summary = "R11: register a field staff member (QR token returned once)",
+    request_body = StaffBody,
+    responses((status = 201, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R11: a CA registers a field staff member; the QR token is in this answer only.
-async fn register_staff(open: Open, caller: Caller, Body(body): Body<StaffBody>) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn register_staff(
+    open: Open,
+    caller: Caller,
+    Body(body): Body<StaffBody>,
+) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
     for (field, value) in [("full_name", &body.full_name), ("position", &body.position), ("photo_ref", &body.photo_ref)]
     {
@@ -322,20 +420,52 @@ async fn register_staff(open: Open, caller: Caller, Body(body): Body<StaffBody>)
     ))
 }
 
-async fn list_staff(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
+#[utoipa::path(
+    get,
+    path = "/v1/staff",
+    tag = "ca",
+    summary = "R11: this CA's staff",
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(super) async fn list_staff(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?;
     Ok(Json(directory::staff_of(&open.get().store, ca).map_err(|e| Problem::internal("reading staff", e))?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/staff/{id}",
+    tag = "ca",
+    summary = "R11: revoke a staff member",
+    params(("id" = u64, Path)),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R11: revoke a staff member's badge; the next QR check fails.
-async fn revoke_staff(open: Open, caller: Caller, PathParam(id): PathParam<u64>) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn revoke_staff(
+    open: Open,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
     let accepted = submit(&open, &caller, Command::RevokeStaff { ca, staff: id }, None).await?;
     Ok(Json(serde_json::json!({ "staff": id, "revoked": true, "receipt": receipt(&open, &accepted)? })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/staff/verify/{token}",
+    tag = "public",
+    summary = "R11: check a staff QR token",
+    params(("token" = String, Path)),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+)]
 /// R11: anyone scanning a QR code learns whether its bearer may act for the CA now.
-async fn verify_staff(open: Open, PathParam(token): PathParam<String>) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn verify_staff(
+    open: Open,
+    PathParam(token): PathParam<String>,
+) -> Result<impl IntoResponse, Problem> {
     if token.len() > 128 {
         return Err(Problem::bad_request("bad-path", "a QR token is at most 128 characters"));
     }

@@ -3,7 +3,9 @@
 
 mod admin;
 mod ca;
+mod log;
 mod read;
+mod test_clock;
 
 use crate::problem::Problem;
 use crate::{AppState, Caller, Limits, Open};
@@ -18,8 +20,54 @@ use event_store::{Metadata, Seq};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub fn router(limits: Limits) -> Router<AppState> {
-    Router::new().merge(ca::router(limits)).merge(admin::router()).merge(read::router())
+/// The OpenAPI document of every `/v1` route, served at `/openapi.json` and browsable at
+/// `/docs`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "kyso", description = "The registry of record for a citizen digital-signature campaign. Errors are application/problem+json (RFC 9457) with a stable `type`."),
+    paths(
+        ca::lookup, ca::record, ca::switch, ca::import, ca::demands, ca::register_demand, ca::ack_demand,
+        ca::register_staff, ca::list_staff, ca::revoke_staff, ca::verify_staff,
+        admin::list_cas, admin::register_ca, admin::suspend, admin::reinstate, admin::expel, admin::zone,
+        admin::counter, admin::booth, admin::complaint, admin::resolve, admin::violation, admin::violations,
+        read::counts, read::rollup, read::targets, read::compliance, read::demand_report, read::booths,
+        read::explain, read::citizen_trail, read::ca_trail, read::events,
+        log::key, log::checkpoint, log::sign_checkpoint, log::inclusion, log::consistency, log::receipt,
+    ),
+    components(schemas(crate::problem::ProblemBody, Receipt)),
+    modifiers(&Bearer),
+    tags(
+        (name = "ca", description = "CA services"),
+        (name = "portal", description = "the citizen portal"),
+        (name = "so", description = "the Sở (admin)"),
+        (name = "reports", description = "reporters, the Sở, auditors"),
+        (name = "audit", description = "auditors and the Sở"),
+        (name = "public", description = "anyone"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`kyso token create --role …`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router(limits: Limits, qr_checks: crate::ratelimit::PerClient, test_clock: bool) -> Router<AppState> {
+    let router = if test_clock { test_clock::router() } else { Router::new() };
+    router.merge(ca::router(limits, qr_checks)).merge(admin::router()).merge(read::router()).merge(log::router())
 }
 
 /// A JSON body whose problems are answered as problems: 400 for broken JSON, 415 for a
@@ -102,11 +150,16 @@ pub fn opt_ca_id(field: &str, s: Option<&str>) -> Result<Option<CaId>, Problem> 
 
 /// Proof that the registry accepted a command at a position of its log (R3): with the
 /// leaf hash, the inclusion proof against any later checkpoint shows it was not rewritten.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
+    #[schema(value_type = u64)]
     pub seq: Seq,
     pub leaf_hash: String,
+    #[schema(value_type = String, format = DateTime)]
     pub recorded_at: event_store::RegistryTime,
+    /// Where to fetch the complete receipt (inclusion proof and signed checkpoint) once the
+    /// next checkpoint is signed (within seconds).
+    pub proof: String,
 }
 
 /// Submits `command` as the caller and waits for its durable answer.
@@ -117,7 +170,18 @@ pub async fn submit(
     idempotency_key: Option<String>,
 ) -> Result<Accepted, Problem> {
     let meta = Metadata { actor: caller.0.to_string(), idempotency_key, ..Metadata::default() };
-    Ok(open.get().sequencer.submit(Submission { meta, command }).await??)
+    Ok(writer(open)?.submit(Submission { meta, command }).await??)
+}
+
+/// The writer, or 421 on a read replica: commands go to the primary.
+pub fn writer(open: &Open) -> Result<&commands::Sequencer<commands::registrar::Registrar>, Problem> {
+    open.get().sequencer.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "read-only-replica",
+            "this is a read replica: send commands (and recorded lookups) to the primary",
+        )
+    })
 }
 
 /// The receipt of the first event an accepted command recorded.
@@ -126,7 +190,12 @@ pub fn receipt(open: &Open, accepted: &Accepted) -> Result<Option<Receipt>, Prob
     let store = &open.get().store;
     let leaf = store.leaf_hash(first).map_err(|e| Problem::internal("reading a receipt", e))?;
     let env = store.event(first).map_err(|e| Problem::internal("reading a receipt", e))?;
-    Ok(Some(Receipt { seq: first, leaf_hash: hex::encode(leaf), recorded_at: env.recorded_at }))
+    Ok(Some(Receipt {
+        seq: first,
+        leaf_hash: hex::encode(leaf),
+        recorded_at: env.recorded_at,
+        proof: format!("/v1/log/receipt?seq={first}"),
+    }))
 }
 
 /// The `Idempotency-Key` header, if sent (1–128 visible ASCII characters).

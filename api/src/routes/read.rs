@@ -34,9 +34,10 @@ const READERS: &[&str] = &["reporter", "admin", "auditor"];
 const AUDITORS: &[&str] = &["auditor", "admin"];
 const MAX_PAGE: usize = 10_000;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct CountsQuery {
+pub(super) struct CountsQuery {
     ca: Option<String>,
     district: Option<String>,
     commune: Option<String>,
@@ -44,7 +45,9 @@ struct CountsQuery {
     to: Option<NaiveDate>,
     /// A single day (same as from = to = day).
     day: Option<NaiveDate>,
+    #[param(value_type = Option<String>)]
     channel: Option<Channel>,
+    #[param(value_type = Option<String>)]
     segment: Option<Segment>,
     /// Comma-separated: ca, district, commune, day, channel, segment, place.
     group_by: Option<String>,
@@ -101,8 +104,21 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/counts",
+    tag = "reports",
+    summary = "R14, R15, R18: counts, filtered and grouped",
+    params(CountsQuery),
+    responses((status = 200, body = Vec<Object>), (status = 200, description = "with format=csv", content_type = "text/csv", body = String), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R14, R15, R18: issued certificates, filtered and grouped.
-async fn counts(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQuery>) -> Result<Response, Problem> {
+pub(super) async fn counts(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<CountsQuery>,
+) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let (filter, dims, csv) = (q.filter()?, q.dims()?, wants_csv(q.format.as_deref())?);
     let rows = open.get().projections.counts.read(|c| c.group_by(&filter, &dims));
@@ -127,22 +143,49 @@ async fn counts(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQu
     Ok(Json(rows).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/rollup",
+    tag = "reports",
+    summary = "R15: CA → commune → district → province",
+    params(CountsQuery),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R15: CA → commune → district → province.
-async fn rollup(open: Open, caller: Caller, QueryParams(q): QueryParams<CountsQuery>) -> Result<Response, Problem> {
+pub(super) async fn rollup(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<CountsQuery>,
+) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let filter = q.filter()?;
     Ok(Json(open.get().projections.counts.read(|c| c.rollup(&filter))).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct DateQuery {
+pub(super) struct DateQuery {
     date: Option<NaiveDate>,
     format: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/targets",
+    tag = "reports",
+    summary = "R16: progress against targets",
+    params(DateQuery),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R16: progress against the campaign's targets, as of a day (default today).
-async fn targets(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
+pub(super) async fn targets(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<DateQuery>,
+) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let r = open.get();
     let day = q.date.unwrap_or_else(|| today(&open));
@@ -165,28 +208,47 @@ async fn targets(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQue
     Ok(Json(t).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/compliance",
+    tag = "reports",
+    summary = "R2, R4, R12, R13: CA compliance",
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R2, R4, R12, R13: how each CA keeps the rules.
-async fn compliance(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn compliance(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
     caller.require(READERS)?;
     Ok(Json(open.get().projections.compliance.read(|c| c.report())))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct DemandReportQuery {
+pub(super) struct DemandReportQuery {
     ca: Option<String>,
+    #[param(value_type = Option<String>)]
     stage: Option<Stage>,
 }
 
 #[derive(Serialize)]
-struct DemandReport {
+pub(super) struct DemandReport {
     by_ca: std::collections::BTreeMap<String, std::collections::BTreeMap<Stage, u64>>,
     /// Counts only: reports carry no people (R9).
     open: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/demands",
+    tag = "reports",
+    summary = "R12: demands by CA and stage",
+    params(DemandReportQuery),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R12: demands by CA and stage.
-async fn demand_report(
+pub(super) async fn demand_report(
     open: Open,
     caller: Caller,
     QueryParams(q): QueryParams<DemandReportQuery>,
@@ -201,8 +263,21 @@ async fn demand_report(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/booths",
+    tag = "reports",
+    summary = "R14: end-of-day booth report",
+    params(DateQuery),
+    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R14: what each booth issued on a day (default today).
-async fn booths(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuery>) -> Result<Response, Problem> {
+pub(super) async fn booths(
+    open: Open,
+    caller: Caller,
+    QueryParams(q): QueryParams<DateQuery>,
+) -> Result<Response, Problem> {
     caller.require(READERS)?;
     let r = open.get();
     let day = q.date.unwrap_or_else(|| today(&open));
@@ -216,8 +291,17 @@ async fn booths(open: Open, caller: Caller, QueryParams(q): QueryParams<DateQuer
     Ok(Json(lines).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/explain",
+    tag = "audit",
+    summary = "The events behind a count",
+    params(CountsQuery),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// Every count traces back to events: the issuances behind a filter's total.
-async fn explain(
+pub(super) async fn explain(
     open: Open,
     caller: Caller,
     QueryParams(q): QueryParams<CountsQuery>,
@@ -232,9 +316,10 @@ async fn explain(
     Ok(Json(serde_json::json!({ "count": seqs.len(), "events": entries })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct Page {
+pub(super) struct Page {
     from_seq: Option<u64>,
     limit: Option<usize>,
 }
@@ -257,8 +342,17 @@ async fn trail(open: &Open, subject: Subject, page: &Page) -> Result<Response, P
     Ok(Json(serde_json::json!({ "as_of_seq": caught_up_to, "events": entries })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/citizens/{cccd}",
+    tag = "audit",
+    summary = "R13: a citizen's trail",
+    params(("cccd" = String, Path), Page),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R13: everything that touched a citizen, in seq order.
-async fn citizen_trail(
+pub(super) async fn citizen_trail(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<String>,
@@ -269,8 +363,17 @@ async fn citizen_trail(
     trail(&open, Subject::Citizen(citizen), &page).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/cas/{id}",
+    tag = "audit",
+    summary = "R13: a CA's trail",
+    params(("id" = String, Path), Page),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// R13: everything a CA did or had done to it, in seq order.
-async fn ca_trail(
+pub(super) async fn ca_trail(
     open: Open,
     caller: Caller,
     PathParam(id): PathParam<String>,
@@ -281,8 +384,21 @@ async fn ca_trail(
     trail(&open, Subject::Ca(ca), &page).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "audit",
+    summary = "The raw log, decoded",
+    params(Page),
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 /// The raw log, decoded, a page at a time.
-async fn events(open: Open, caller: Caller, QueryParams(page): QueryParams<Page>) -> Result<Response, Problem> {
+pub(super) async fn events(
+    open: Open,
+    caller: Caller,
+    QueryParams(page): QueryParams<Page>,
+) -> Result<Response, Problem> {
     caller.require(AUDITORS)?;
     let r = open.get();
     let seqs: Vec<Seq> = (page.from().0..=r.store.last_seq().0).take(page.limit()).map(Seq).collect();

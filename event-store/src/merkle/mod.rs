@@ -7,7 +7,7 @@
 mod compact;
 mod proof;
 
-pub use compact::CompactRange;
+pub use compact::{CompactRange, peak_ids};
 pub use proof::{consistency_proof, inclusion_proof, root_at};
 
 use sha2::{Digest, Sha256};

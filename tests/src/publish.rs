@@ -1,0 +1,103 @@
+//! Reading back what the publisher put in JetStream, to compare with the log.
+
+use async_nats::jetstream;
+use event_store::{EventStore, Seq};
+
+/// The publisher settings every test uses: province 046 (Huế), small in-flight window.
+pub fn config(url: &str) -> publisher::Config {
+    publisher::Config {
+        url: url.to_string(),
+        id: "046".into(),
+        replicas: 1,
+        max_age: std::time::Duration::ZERO,
+        in_flight: 256,
+        json: false,
+    }
+}
+
+/// Asserts that the stream holds every event of the log exactly once, in seq order, with
+/// the log's own bytes: message `i` of the stream is seq `i`.
+pub async fn assert_stream_is_the_log(url: &str, store: &EventStore) {
+    let js = jetstream::new(async_nats::connect(url).await.expect("connecting to NATS"));
+    let mut stream = js.get_stream(config(url).stream_name()).await.expect("the stream exists");
+    let last = store.last_seq().0;
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(info.state.messages, last, "one message per event, no duplicates, none missing");
+    for i in 1..=last {
+        let m = stream.get_raw_message(i).await.expect("a message per stream sequence");
+        let seq: u64 = m.headers.get(publisher::HEADER_SEQ).expect("a seq header").as_str().parse().unwrap();
+        assert_eq!(seq, i, "stream message {i} must be log seq {i}");
+        assert_eq!(m.payload.as_ref(), store.event(Seq(i)).unwrap().encode().as_slice(), "seq {i}: the log's bytes");
+        let leaf = m.headers.get(publisher::HEADER_LEAF).expect("a leaf header").as_str().to_string();
+        assert_eq!(leaf, hex::encode(store.leaf_hash(Seq(i)).unwrap()));
+    }
+}
+
+/// A read replica following `url`'s stream into `dir`, as `kyso follow` runs it.
+pub struct Replica {
+    pub store: std::sync::Arc<EventStore>,
+    pub status: std::sync::Arc<api::replica::Status>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Replica {
+    pub fn start(url: &str, dir: &std::path::Path) -> Self {
+        use std::sync::Arc;
+        let (store, writer) = EventStore::open(dir, true).expect("the replica's store");
+        let campaign = commands::domain::Campaign::from_toml(crate::workload::HUE).unwrap();
+        let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
+            vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
+        let registrar = commands::registrar::Registrar::with_inline(Arc::clone(&store), campaign, inline).unwrap();
+        let (replicator, writer) = commands::Sequencer::start(
+            writer,
+            commands::registrar::Replicator(registrar),
+            Arc::new(commands::SystemClock),
+            commands::SequencerConfig::default(),
+        );
+        let status = Arc::new(api::replica::Status::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let config = api::replica::FollowConfig {
+            nats_url: url.to_string(),
+            stream: config(url).stream_name(),
+            consumer: "replica".into(),
+            primary: None,
+            key: None,
+        };
+        let task =
+            tokio::spawn(api::replica::follow(Arc::clone(&store), replicator, config, Arc::clone(&status), stopped));
+        Self { store, status, stop, task, writer }
+    }
+
+    pub async fn stop(self) -> std::sync::Arc<EventStore> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the follow task");
+        tokio::task::spawn_blocking(move || self.writer.join()).await.unwrap().expect("the replica's writer");
+        self.store
+    }
+}
+
+/// Asserts that the replica's log, tree and every projection equal the primary's.
+pub fn assert_replica_equals_primary(primary: &std::sync::Arc<EventStore>, replica: &std::sync::Arc<EventStore>) {
+    use projections::Projections;
+    assert_eq!(replica.last_seq(), primary.last_seq());
+    assert_eq!(replica.tree_head(), primary.tree_head(), "same Merkle tree");
+    for seq in 1..=primary.last_seq().0 {
+        assert_eq!(replica.event(Seq(seq)).unwrap(), primary.event(Seq(seq)).unwrap(), "seq {seq}");
+    }
+    // Inline projections: the citizen views and the directory, key for key.
+    for prefix in [b"cv/".as_slice(), b"ca/", b"sf/", b"st/"] {
+        let of = |s: &EventStore| -> Vec<_> {
+            s.scan_prefix(event_store::Cf::Projections, prefix).map(|kv| kv.unwrap()).collect()
+        };
+        assert_eq!(of(replica), of(primary), "inline projection {}", String::from_utf8_lossy(prefix));
+    }
+    // Folds, caught up on each side with the same code.
+    let folded = |s: &std::sync::Arc<EventStore>| {
+        let p = Projections::open(s).unwrap();
+        projections::Follower::new(std::sync::Arc::clone(s), &p).catch_up().unwrap();
+        (p.counts.encoded(), p.compliance.encoded(), p.demands.encoded(), p.audit.encoded())
+    };
+    assert!(folded(replica) == folded(primary), "the replica's folds equal the primary's");
+}
