@@ -182,26 +182,28 @@ impl Envelope {
 
     /// [`Envelope::leaf_bytes`] appended to `out`, so the writer can reuse one buffer.
     pub fn write_leaf_bytes(&self, salt: Option<&Salt>, out: &mut Vec<u8>) {
-        let body = match salt {
-            None => LeafBody::Public { stream: self.stream.as_str(), payload: &self.payload },
-            Some(salt) => LeafBody::Committed {
-                stream: commit(salt, 0, self.stream.as_str().as_bytes()),
-                payload: commit(salt, 1, &self.payload),
-            },
-        };
-        let form = LeafForm {
+        self.view().write_leaf_bytes(salt, out);
+    }
+
+    /// A borrowed view of this envelope.
+    pub fn view(&self) -> EnvelopeRef<'_> {
+        EnvelopeRef {
             seq: self.seq,
+            stream: self.stream.as_str(),
             stream_version: self.stream_version,
             prev_seq: self.prev_seq,
             event_type: &self.event_type,
             schema_version: self.schema_version,
             recorded_at: self.recorded_at,
-            actor: &self.meta.actor,
-            correlation_id: self.meta.correlation_id.as_deref(),
-            causation_id: self.meta.causation_id.as_deref(),
-            body,
-        };
-        postcard::to_io(&form, out).expect("writing to a Vec cannot fail");
+            meta: MetadataRef {
+                actor: &self.meta.actor,
+                correlation_id: self.meta.correlation_id.as_deref(),
+                causation_id: self.meta.causation_id.as_deref(),
+                idempotency_key: self.meta.idempotency_key.as_deref(),
+            },
+            subject: self.subject.as_deref(),
+            payload: &self.payload,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -213,5 +215,99 @@ impl Envelope {
     /// [`Envelope::encode`] appended to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         postcard::to_io(self, out).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// An envelope read without copying: its strings and payload borrow the stored bytes. The
+/// same postcard layout as [`Envelope`] (field for field), for passes over the whole log
+/// where allocating every field would be most of the cost (`kyso-replay verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct EnvelopeRef<'a> {
+    pub seq: Seq,
+    pub stream: &'a str,
+    pub stream_version: u64,
+    pub prev_seq: Option<Seq>,
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub recorded_at: RegistryTime,
+    #[serde(borrow)]
+    pub meta: MetadataRef<'a>,
+    #[serde(borrow)]
+    pub subject: Option<&'a str>,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct MetadataRef<'a> {
+    pub actor: &'a str,
+    #[serde(borrow)]
+    pub correlation_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub causation_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl<'a> EnvelopeRef<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// The leaf bytes, as [`Envelope::leaf_bytes`], appended to `out`.
+    pub fn write_leaf_bytes(&self, salt: Option<&Salt>, out: &mut Vec<u8>) {
+        let body = match salt {
+            None => LeafBody::Public { stream: self.stream, payload: self.payload },
+            Some(salt) => LeafBody::Committed {
+                stream: commit(salt, 0, self.stream.as_bytes()),
+                payload: commit(salt, 1, self.payload),
+            },
+        };
+        let form = LeafForm {
+            seq: self.seq,
+            stream_version: self.stream_version,
+            prev_seq: self.prev_seq,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            actor: self.meta.actor,
+            correlation_id: self.meta.correlation_id,
+            causation_id: self.meta.causation_id,
+            body,
+        };
+        postcard::to_io(&form, out).expect("writing to a Vec cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The borrowed reader must read what the owned writer wrote, field for field, and
+    /// hash to the same leaf.
+    #[test]
+    fn the_borrowed_view_decodes_what_the_envelope_encodes() {
+        let env = Envelope {
+            seq: Seq(42),
+            stream: StreamId::new("citizen-046196000123"),
+            stream_version: 3,
+            prev_seq: Some(Seq(17)),
+            event_type: "IssuanceRecorded".into(),
+            schema_version: 2,
+            recorded_at: RegistryTime(1_693_555_200_000),
+            meta: Metadata {
+                actor: "ca:VNPT-CA".into(),
+                correlation_id: Some("c".into()),
+                causation_id: None,
+                idempotency_key: Some("k".into()),
+            },
+            subject: Some("046196000123".into()),
+            payload: vec![1, 2, 3, 255],
+        };
+        let bytes = env.encode();
+        let view = EnvelopeRef::decode(&bytes).unwrap();
+        assert_eq!(view, env.view());
+        let mut a = Vec::new();
+        view.write_leaf_bytes(Some(&[7; 32]), &mut a);
+        assert_eq!(a, env.leaf_bytes(Some(&[7; 32])));
     }
 }

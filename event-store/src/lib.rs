@@ -17,7 +17,7 @@ mod store;
 pub mod verify;
 
 pub use cf::Cf;
-pub use envelope::{Envelope, Metadata, RegistryTime, Salt, Seq, StreamId};
+pub use envelope::{Envelope, EnvelopeRef, Metadata, MetadataRef, RegistryTime, Salt, Seq, StreamId};
 pub use error::{StoreError, VersionConflict};
 pub use store::{
     AppendError, AsideOp, Batch, Committed, EventData, EventIter, EventStore, ExpectedVersion, FORMAT_VERSION,

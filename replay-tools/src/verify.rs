@@ -9,7 +9,8 @@
 use event_store::checkpoint::{CheckpointError, VerifierKey};
 use event_store::merkle::{CompactRange, Hash, hash_leaf};
 use event_store::verify::{ProofError, verify_consistency};
-use event_store::{Envelope, EventStore, Seq, StoreError, TreeHead};
+use event_store::{Cf, EnvelopeRef, EventStore, Salt, Seq, StoreError, TreeHead};
+use std::collections::HashMap;
 
 /// What was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,26 +82,37 @@ fn signed_checkpoints(store: &EventStore, key: Option<&VerifierKey>) -> Result<V
     Ok(out)
 }
 
-/// Envelopes with their stored leaves, in seq order.
+/// Stored envelopes (raw bytes) with their stored leaves, in seq order.
 struct Chunk {
-    events: Vec<Envelope>,
+    first_seq: u64,
+    events: Vec<Box<[u8]>>,
     stored: Vec<Hash>,
 }
 
 const CHUNK: usize = 4096;
 
-/// The reading stage: stops at the first error (sent on) or when the receiver is gone.
+/// The reading stage: raw iteration only (the cheap part), so decoding and hashing on the
+/// other core set the pace. Stops at the first error (sent on) or when the receiver is gone.
 fn read_chunks(store: &EventStore, out: &std::sync::mpsc::SyncSender<Result<Chunk, VerifyError>>) {
     let mut leaves = store.stored_leaves();
-    let mut chunk = Chunk { events: Vec::with_capacity(CHUNK), stored: Vec::with_capacity(CHUNK) };
-    for envelope in store.read_from(Seq(1)) {
-        let item = envelope.map_err(VerifyError::from).and_then(|envelope| {
-            let stored = leaves.next().ok_or(VerifyError::LeafMismatch { seq: envelope.seq })??;
-            Ok((envelope, stored))
+    let new_chunk =
+        |first_seq| Chunk { first_seq, events: Vec::with_capacity(CHUNK), stored: Vec::with_capacity(CHUNK) };
+    let mut chunk = new_chunk(1);
+    let mut seq = 1u64;
+    for item in store.scan_prefix(Cf::Events, &[]) {
+        let item = item.map_err(VerifyError::from).and_then(|(key, value)| {
+            if key.as_ref() != seq.to_be_bytes() {
+                return Err(VerifyError::Store(StoreError::Corrupt {
+                    seq: Seq(seq),
+                    reason: "missing: the events column skips it".into(),
+                }));
+            }
+            let stored = leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??;
+            Ok((value, stored))
         });
         match item {
-            Ok((envelope, stored)) => {
-                chunk.events.push(envelope);
+            Ok((value, stored)) => {
+                chunk.events.push(value);
                 chunk.stored.push(stored);
             }
             Err(e) => {
@@ -108,11 +120,9 @@ fn read_chunks(store: &EventStore, out: &std::sync::mpsc::SyncSender<Result<Chun
                 return;
             }
         }
+        seq += 1;
         if chunk.events.len() == CHUNK {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk { events: Vec::with_capacity(CHUNK), stored: Vec::with_capacity(CHUNK) },
-            );
+            let full = std::mem::replace(&mut chunk, new_chunk(seq));
             if out.send(Ok(full)).is_err() {
                 return;
             }
@@ -121,6 +131,21 @@ fn read_chunks(store: &EventStore, out: &std::sync::mpsc::SyncSender<Result<Chun
     if !chunk.events.is_empty() {
         let _ = out.send(Ok(chunk));
     }
+}
+
+/// Every subject's salt, read in one sequential pass: random point reads of millions of
+/// salts would cost more than the rest of the verification (~100 bytes of memory each).
+fn all_salts(store: &EventStore) -> Result<HashMap<Box<[u8]>, Salt>, VerifyError> {
+    let mut salts = HashMap::new();
+    for item in store.scan_prefix(Cf::Salts, &[]) {
+        let (subject, salt) = item?;
+        let salt: Salt = salt
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", salt.len())))?;
+        salts.insert(subject, salt);
+    }
+    Ok(salts)
 }
 
 /// Reads the whole log in seq order (streaming), recomputes each leaf from the event, checks
@@ -147,30 +172,45 @@ pub fn verify_log(
     let mut tree = CompactRange::new();
     check_at(&tree)?;
     let mut erased = 0;
-    // Two stages on two cores: one thread reads and decodes envelopes and stored leaves,
-    // this one fetches salts, recomputes leaves and extends the tree.
+    let salts = all_salts(store)?;
+    // Two stages on two cores: one thread reads raw envelopes and stored leaves, this one
+    // decodes them without copying, recomputes each leaf and extends the tree.
     std::thread::scope(|scope| -> Result<(), VerifyError> {
         let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Chunk, VerifyError>>(4);
         scope.spawn(move || read_chunks(store, &chunks));
+        let mut leaf_bytes = Vec::with_capacity(512);
         for chunk in received {
             let chunk = chunk?;
-            let subjects: Vec<&str> = chunk.events.iter().filter_map(|e| e.subject.as_deref()).collect();
-            let mut salts = store.salts(&subjects)?.into_iter();
-            for (envelope, stored) in chunk.events.iter().zip(&chunk.stored) {
-                let leaf = match &envelope.subject {
-                    None => hash_leaf(&envelope.leaf_bytes(None)),
-                    Some(_) => match salts.next().expect("one salt per subject") {
-                        Some(salt) => hash_leaf(&envelope.leaf_bytes(Some(&salt))),
+            for (offset, (bytes, stored)) in chunk.events.iter().zip(&chunk.stored).enumerate() {
+                let seq = Seq(chunk.first_seq + offset as u64);
+                let envelope = EnvelopeRef::decode(bytes).map_err(|e| {
+                    VerifyError::Store(StoreError::Corrupt { seq, reason: format!("envelope does not decode: {e}") })
+                })?;
+                if envelope.seq != seq {
+                    return Err(VerifyError::Store(StoreError::Corrupt {
+                        seq,
+                        reason: format!("envelope says seq {}", envelope.seq),
+                    }));
+                }
+                let salt = match envelope.subject {
+                    None => None,
+                    Some(subject) => match salts.get(subject.as_bytes()) {
+                        Some(salt) => Some(salt),
                         None => {
+                            // Erased (R9): the stored leaf is all that is left of it.
                             erased += 1;
-                            *stored
+                            tree.append(*stored, |_, _| {});
+                            check_at(&tree)?;
+                            continue;
                         }
                     },
                 };
-                if *stored != leaf {
-                    return Err(VerifyError::LeafMismatch { seq: envelope.seq });
+                leaf_bytes.clear();
+                envelope.write_leaf_bytes(salt, &mut leaf_bytes);
+                if *stored != hash_leaf(&leaf_bytes) {
+                    return Err(VerifyError::LeafMismatch { seq });
                 }
-                tree.append(leaf, |_, _| {});
+                tree.append(*stored, |_, _| {});
                 check_at(&tree)?;
             }
             progress(tree.size());
