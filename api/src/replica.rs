@@ -133,6 +133,9 @@ async fn follow_once(
                 start_sequence: store.last_seq().0 + 1,
             },
             ack_policy: jetstream::consumer::AckPolicy::All,
+            // Above one fetch: with the server's default (1000) a fetch of 1024 would stall
+            // until it expires, waiting for acks we only send after it.
+            max_ack_pending: (FETCH * 4) as i64,
             ..Default::default()
         })
         .await

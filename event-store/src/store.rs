@@ -462,6 +462,30 @@ impl EventStore {
         self.node(NodeId::new(0, seq.leaf_index()))
     }
 
+    /// The stored leaf hashes of seqs `from..=to`, reading each tile once (a publisher or
+    /// an export needs them in runs).
+    pub fn leaf_hashes(&self, from: Seq, to: Seq) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(to.0)?;
+        if from.0 == 0 || from > to {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (from.leaf_index(), to.leaf_index());
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for tile in first / cf::TILE_WIDTH..=last / cf::TILE_WIDTH {
+            let bytes = self
+                .db
+                .get_pinned_cf(self.cf(Cf::Merkle), cf::tile_key(tile))?
+                .ok_or(StoreError::MissingNode(NodeId::new(0, tile * cf::TILE_WIDTH)))?;
+            let start = first.max(tile * cf::TILE_WIDTH) - tile * cf::TILE_WIDTH;
+            let end = last.min(tile * cf::TILE_WIDTH + cf::TILE_WIDTH - 1) - tile * cf::TILE_WIDTH;
+            let slice = bytes
+                .get(start as usize * 32..(end as usize + 1) * 32)
+                .ok_or(StoreError::MissingNode(NodeId::new(0, tile * cf::TILE_WIDTH + end)))?;
+            out.extend(slice.chunks_exact(32).map(|c| <Hash>::try_from(c).expect("32-byte chunks")));
+        }
+        Ok(out)
+    }
+
     /// The root of the tree when it had `size` leaves (any size up to the current one).
     pub fn root_at(&self, size: u64) -> Result<Hash, StoreError> {
         self.check_size(size)?;

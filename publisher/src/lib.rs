@@ -116,12 +116,12 @@ fn message_id(id: &str, seq: u64) -> String {
     format!("{id}-{seq}")
 }
 
-fn message(config: &Config, store: &EventStore, env: &Envelope) -> Result<PublishMessage, PublishError> {
+fn message(config: &Config, env: &Envelope, leaf: &event_store::merkle::Hash) -> Result<PublishMessage, PublishError> {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_SEQ, HeaderValue::from(env.seq.0));
     headers.insert(HEADER_TYPE, env.event_type.as_str());
     headers.insert(HEADER_SCHEMA, HeaderValue::from(u64::from(env.schema_version)));
-    headers.insert(HEADER_LEAF, hex::encode(store.leaf_hash(env.seq)?).as_str());
+    headers.insert(HEADER_LEAF, hex::encode(leaf).as_str());
     let payload = if config.json {
         let event = commands::codec::decode(env).ok().and_then(|e| serde_json::to_value(e).ok());
         let doc = serde_json::json!({
@@ -249,15 +249,20 @@ async fn publish_from(
     let mut pending = VecDeque::with_capacity(config.in_flight);
     let mut persisted = Instant::now();
     loop {
-        if pending.len() < config.in_flight && next <= store.last_seq().0 {
+        // Refill in runs once half the window is acknowledged: one log read and one pass
+        // over the Merkle tiles per run, not per event.
+        if pending.len() <= config.in_flight / 2 && next <= store.last_seq().0 {
             let room = config.in_flight - pending.len();
             // Read first, then publish: the log iterator is not held across an await.
             let envelopes: Vec<Envelope> = store.read_from(Seq(next)).take(room).collect::<Result<_, _>>()?;
-            for env in envelopes {
-                let ack =
-                    js.send_publish(subject(&config.id, &env), message(config, store, &env)?).await.map_err(nats)?;
-                pending.push_back((env.seq, ack));
-                next = env.seq.0 + 1;
+            if let (Some(first), Some(last)) = (envelopes.first(), envelopes.last()) {
+                let leaves = store.leaf_hashes(first.seq, last.seq)?;
+                for (env, leaf) in envelopes.iter().zip(&leaves) {
+                    let ack =
+                        js.send_publish(subject(&config.id, env), message(config, env, leaf)?).await.map_err(nats)?;
+                    pending.push_back((env.seq, ack));
+                    next = env.seq.0 + 1;
+                }
             }
         }
         let Some((seq, ack)) = pending.pop_front() else {

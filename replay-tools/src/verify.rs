@@ -10,7 +10,6 @@ use event_store::checkpoint::{CheckpointError, VerifierKey};
 use event_store::merkle::{CompactRange, Hash, hash_leaf};
 use event_store::verify::{ProofError, verify_consistency};
 use event_store::{Cf, EnvelopeRef, EventStore, Salt, Seq, StoreError, TreeHead};
-use std::collections::HashMap;
 
 /// What was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,70 +81,65 @@ fn signed_checkpoints(store: &EventStore, key: Option<&VerifierKey>) -> Result<V
     Ok(out)
 }
 
-/// Stored envelopes (raw bytes) with their stored leaves, in seq order.
+/// Stored envelopes (raw bytes) with their stored leaves and their subjects' salts, in seq
+/// order.
 struct Chunk {
     first_seq: u64,
     events: Vec<Box<[u8]>>,
     stored: Vec<Hash>,
+    /// One per event with a subject, in order; `None`: erased.
+    salts: Vec<Option<Salt>>,
 }
 
 const CHUNK: usize = 4096;
 
-/// The reading stage: raw iteration only (the cheap part), so decoding and hashing on the
-/// other core set the pace. Stops at the first error (sent on) or when the receiver is gone.
+/// The reading stage: raw iteration, and the salts of each chunk's subjects in one batched
+/// read, so the other core only decodes and hashes. Stops at the first error (sent on) or
+/// when the receiver is gone.
 fn read_chunks(store: &EventStore, out: &std::sync::mpsc::SyncSender<Result<Chunk, VerifyError>>) {
     let mut leaves = store.stored_leaves();
-    let new_chunk =
-        |first_seq| Chunk { first_seq, events: Vec::with_capacity(CHUNK), stored: Vec::with_capacity(CHUNK) };
+    let new_chunk = |first_seq| Chunk {
+        first_seq,
+        events: Vec::with_capacity(CHUNK),
+        stored: Vec::with_capacity(CHUNK),
+        salts: Vec::new(),
+    };
     let mut chunk = new_chunk(1);
     let mut seq = 1u64;
-    for item in store.scan_prefix(Cf::Events, &[]) {
-        let item = item.map_err(VerifyError::from).and_then(|(key, value)| {
-            if key.as_ref() != seq.to_be_bytes() {
-                return Err(VerifyError::Store(StoreError::Corrupt {
-                    seq: Seq(seq),
-                    reason: "missing: the events column skips it".into(),
-                }));
-            }
-            let stored = leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??;
-            Ok((value, stored))
-        });
-        match item {
-            Ok((value, stored)) => {
+    let mut events = store.scan_prefix(Cf::Events, &[]).peekable();
+    while events.peek().is_some() {
+        let filled = (|| {
+            while chunk.events.len() < CHUNK {
+                let Some(item) = events.next() else { break };
+                let (key, value) = item?;
+                if key.as_ref() != seq.to_be_bytes() {
+                    return Err(VerifyError::Store(StoreError::Corrupt {
+                        seq: Seq(seq),
+                        reason: "missing: the events column skips it".into(),
+                    }));
+                }
+                chunk.stored.push(leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??);
                 chunk.events.push(value);
-                chunk.stored.push(stored);
+                seq += 1;
             }
+            // Undecodable envelopes are reported by the hashing stage, with their seq.
+            let subjects: Vec<&str> =
+                chunk.events.iter().filter_map(|e| EnvelopeRef::decode(e).ok().and_then(|e| e.subject)).collect();
+            chunk.salts = store.salts(&subjects)?;
+            Ok(())
+        })();
+        let next = new_chunk(seq);
+        let sent = match filled {
+            Ok(()) => out.send(Ok(std::mem::replace(&mut chunk, next))),
             Err(e) => {
                 let _ = out.send(Err(e));
                 return;
             }
-        }
-        seq += 1;
-        if chunk.events.len() == CHUNK {
-            let full = std::mem::replace(&mut chunk, new_chunk(seq));
-            if out.send(Ok(full)).is_err() {
-                return;
-            }
+        };
+        if sent.is_err() {
+            return;
         }
     }
-    if !chunk.events.is_empty() {
-        let _ = out.send(Ok(chunk));
-    }
-}
-
-/// Every subject's salt, read in one sequential pass: random point reads of millions of
-/// salts would cost more than the rest of the verification (~100 bytes of memory each).
-fn all_salts(store: &EventStore) -> Result<HashMap<Box<[u8]>, Salt>, VerifyError> {
-    let mut salts = HashMap::new();
-    for item in store.scan_prefix(Cf::Salts, &[]) {
-        let (subject, salt) = item?;
-        let salt: Salt = salt
-            .as_ref()
-            .try_into()
-            .map_err(|_| StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", salt.len())))?;
-        salts.insert(subject, salt);
-    }
-    Ok(salts)
 }
 
 /// Reads the whole log in seq order (streaming), recomputes each leaf from the event, checks
@@ -172,15 +166,15 @@ pub fn verify_log(
     let mut tree = CompactRange::new();
     check_at(&tree)?;
     let mut erased = 0;
-    let salts = all_salts(store)?;
-    // Two stages on two cores: one thread reads raw envelopes and stored leaves, this one
-    // decodes them without copying, recomputes each leaf and extends the tree.
+    // Two stages on two cores: one thread reads raw envelopes, stored leaves and salts; this
+    // one decodes the envelopes without copying, recomputes each leaf and extends the tree.
     std::thread::scope(|scope| -> Result<(), VerifyError> {
         let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Chunk, VerifyError>>(4);
         scope.spawn(move || read_chunks(store, &chunks));
         let mut leaf_bytes = Vec::with_capacity(512);
         for chunk in received {
             let chunk = chunk?;
+            let mut salts = chunk.salts.iter();
             for (offset, (bytes, stored)) in chunk.events.iter().zip(&chunk.stored).enumerate() {
                 let seq = Seq(chunk.first_seq + offset as u64);
                 let envelope = EnvelopeRef::decode(bytes).map_err(|e| {
@@ -194,7 +188,7 @@ pub fn verify_log(
                 }
                 let salt = match envelope.subject {
                     None => None,
-                    Some(subject) => match salts.get(subject.as_bytes()) {
+                    Some(_) => match salts.next().expect("the reader fetched one salt per subject") {
                         Some(salt) => Some(salt),
                         None => {
                             // Erased (R9): the stored leaf is all that is left of it.

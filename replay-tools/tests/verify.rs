@@ -195,3 +195,15 @@ fn a_rewritten_and_recomputed_history_fails_the_old_checkpoints_and_receipts() {
         Err(replay_tools::ReceiptCheckError::LeafChanged { seq: 30 })
     ));
 }
+
+#[test]
+fn leaf_hashes_in_runs_equal_leaf_hashes_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 600);
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    for (from, to) in [(1, 1), (1, 600), (200, 530), (256, 257), (513, 600)] {
+        let one_by_one: Vec<_> = (from..=to).map(|s| store.leaf_hash(Seq(s)).unwrap()).collect();
+        assert_eq!(store.leaf_hashes(Seq(from), Seq(to)).unwrap(), one_by_one, "{from}..={to}");
+    }
+    assert!(store.leaf_hashes(Seq(1), Seq(601)).is_err());
+}
