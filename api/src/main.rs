@@ -311,16 +311,9 @@ fn follow(
         std::fs::create_dir_all(&data_dir)?;
         let state = AppState::new(Tokens::load(&data_dir)?, Limits::default());
         let server = listen_and_serve(listen, &state, None, &data_dir).await?;
-        let (store, writer) = EventStore::open(&data_dir, true)?;
-        let inline: Vec<Box<dyn InlineProjection>> = vec![Box::new(CitizenViews), Box::new(Directory)];
-        let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline)?;
+        let api::replica::Opened { store, writer: replicator, thread: writer } =
+            api::replica::open(&data_dir, campaign.clone())?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (replicator, writer) = Sequencer::start(
-            writer,
-            commands::registrar::Replicator(registrar),
-            Arc::clone(&clock),
-            SequencerConfig::default(),
-        );
         let projections = Projections::open(&store)?;
         let stop_follower = Arc::new(AtomicBool::new(false));
         let follower = Follower::new(Arc::clone(&store), &projections).spawn(Arc::clone(&stop_follower));

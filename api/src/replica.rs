@@ -61,6 +61,39 @@ impl Status {
     }
 }
 
+/// A replica's store and writer as `kyso follow` runs them: the registry and the inline
+/// projections (citizen view, directory) kept by the primary's code, fed by a
+/// [`Replicator`] in its own sequencer (group commit).
+pub struct Opened {
+    pub store: Arc<EventStore>,
+    pub writer: Sequencer<Replicator>,
+    /// Ends once every handle to `writer` is dropped.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] event_store::StoreError),
+    #[error(transparent)]
+    Registry(#[from] commands::registrar::OpenError),
+}
+
+/// Opens (or creates) a replica's data dir at `dir` for `campaign`.
+pub fn open(dir: &std::path::Path, campaign: commands::domain::Campaign) -> Result<Opened, OpenError> {
+    let (store, writer) = EventStore::open(dir, true)?;
+    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
+        vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
+    let registrar = commands::registrar::Registrar::with_inline(Arc::clone(&store), campaign, inline)?;
+    let (writer, thread) = Sequencer::start(
+        writer,
+        Replicator(registrar),
+        Arc::new(commands::SystemClock),
+        commands::SequencerConfig::default(),
+    );
+    Ok(Opened { store, writer, thread })
+}
+
 /// An integrity failure (stop for good) or a transport failure (retry).
 enum Failure {
     Integrity(String),

@@ -3,7 +3,6 @@
 //! stream. Needs a NATS server with JetStream (`--nats-url`, the machine's by default).
 
 use crate::fmt;
-use event_store::EventStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,19 +39,10 @@ pub fn table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, url: &st
         let _ = task.await;
 
         let replica_dir = dir.path().join("replica");
-        let (replica, writer) = EventStore::open(&replica_dir, true).expect("replica store");
         let campaign = commands::domain::Campaign::from_toml(include_str!("../../campaigns/thua-thien-hue.toml"))
             .expect("campaign");
-        let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
-            vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
-        let registrar =
-            commands::registrar::Registrar::with_inline(Arc::clone(&replica), campaign, inline).expect("registrar");
-        let (replicator, writer_thread) = commands::Sequencer::start(
-            writer,
-            commands::registrar::Replicator(registrar),
-            Arc::new(commands::SystemClock),
-            commands::SequencerConfig::default(),
-        );
+        let api::replica::Opened { store: replica, writer: replicator, thread: writer_thread } =
+            api::replica::open(&replica_dir, campaign).expect("the replica's store");
         let rstatus = Arc::new(api::replica::Status::default());
         let (rstop, rstopped) = tokio::sync::watch::channel(false);
         let follow = api::replica::FollowConfig {

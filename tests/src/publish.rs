@@ -45,17 +45,9 @@ pub struct Replica {
 impl Replica {
     pub fn start(url: &str, dir: &std::path::Path) -> Self {
         use std::sync::Arc;
-        let (store, writer) = EventStore::open(dir, true).expect("the replica's store");
         let campaign = commands::domain::Campaign::from_toml(crate::workload::HUE).unwrap();
-        let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
-            vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
-        let registrar = commands::registrar::Registrar::with_inline(Arc::clone(&store), campaign, inline).unwrap();
-        let (replicator, writer) = commands::Sequencer::start(
-            writer,
-            commands::registrar::Replicator(registrar),
-            Arc::new(commands::SystemClock),
-            commands::SequencerConfig::default(),
-        );
+        let api::replica::Opened { store, writer: replicator, thread: writer } =
+            api::replica::open(dir, campaign).expect("the replica's store");
         let status = Arc::new(api::replica::Status::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let config = api::replica::FollowConfig {
