@@ -112,12 +112,7 @@ pub async fn follow(
     status: Arc<Status>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(config.nats_url.as_str())
-        .await
-    {
+    let client = match publisher::connect(&config.nats_url).await {
         Ok(client) => client,
         Err(e) => return status.stop(format!("NATS {}: {e}", config.nats_url)),
     };

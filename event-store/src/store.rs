@@ -179,6 +179,12 @@ pub enum AsideOp {
     DeletePrefix(Vec<u8>),
 }
 
+fn salt_of(bytes: &[u8]) -> Result<Salt, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len())))
+}
+
 fn checkpoint_size(key: &[u8]) -> Result<u64, StoreError> {
     key.get(META_CHECKPOINT_PREFIX.len()..)
         .and_then(|b| b.try_into().ok())
@@ -435,12 +441,7 @@ impl EventStore {
 
     /// A subject's salt; `None` if it never had events or was erased.
     pub fn salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? {
-            None => Ok(None),
-            Some(bytes) => bytes.as_ref().try_into().map(Some).map_err(|_| {
-                StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len()))
-            }),
-        }
+        self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?.map(|b| salt_of(&b)).transpose()
     }
 
     /// The salts of many subjects in one batched read (`None`: never had events, or erased).
@@ -448,12 +449,7 @@ impl EventStore {
         self.db
             .batched_multi_get_cf(self.cf(Cf::Salts), subjects.iter().map(|s| s.as_bytes()), false)
             .into_iter()
-            .map(|value| match value? {
-                None => Ok(None),
-                Some(bytes) => bytes.as_ref().try_into().map(Some).map_err(|_| {
-                    StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len()))
-                }),
-            })
+            .map(|value| value?.map(|b| salt_of(&b)).transpose())
             .collect()
     }
 

@@ -176,6 +176,16 @@ async fn ensure_stream(js: &jetstream::Context, config: &Config) -> Result<u64, 
     Ok(last_sequence)
 }
 
+/// A client that connects in the background and keeps reconnecting: started while NATS is
+/// down, it waits for it instead of failing (the publisher and a replica both ride outages).
+pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+}
+
 /// Publishes until `stop` turns true, surviving NATS outages. Never returns an error: it
 /// logs, waits and tries again, so commands are never affected.
 pub async fn run(
@@ -184,12 +194,7 @@ pub async fn run(
     status: Arc<Status>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(config.url.as_str())
-        .await
-    {
+    let client = match connect(&config.url).await {
         Ok(client) => client,
         Err(e) => {
             tracing::error!("NATS {}: {e}; events are not published", config.url);

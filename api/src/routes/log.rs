@@ -143,11 +143,15 @@ pub(super) struct InclusionProof {
     responses((status = 200, body = InclusionProof), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 pub(super) async fn inclusion(open: Open, QueryParams(q): QueryParams<InclusionQuery>) -> Result<Response, Problem> {
-    let store = &open.get().store;
-    let proof = store.inclusion_proof(Seq(q.seq), q.size).map_err(|e| store_problem("building a proof", e))?;
-    let leaf = store.leaf_hash(Seq(q.seq)).map_err(|e| store_problem("building a proof", e))?;
-    Ok(Json(InclusionProof { seq: q.seq, size: q.size, leaf_hash: hex::encode(leaf), proof: hexes(&proof) })
-        .into_response())
+    let (leaf_hash, proof) = leaf_and_proof(&open.get().store, q.seq, q.size)?;
+    Ok(Json(InclusionProof { seq: q.seq, size: q.size, leaf_hash, proof }).into_response())
+}
+
+/// The leaf of `seq` and its inclusion proof in the tree of `size` leaves, in hex.
+fn leaf_and_proof(store: &event_store::EventStore, seq: u64, size: u64) -> Result<(String, Vec<String>), Problem> {
+    let proof = store.inclusion_proof(Seq(seq), size).map_err(|e| store_problem("building a proof", e))?;
+    let leaf = store.leaf_hash(Seq(seq)).map_err(|e| store_problem("building a proof", e))?;
+    Ok((hex::encode(leaf), hexes(&proof)))
 }
 
 fn hexes(hashes: &[event_store::merkle::Hash]) -> Vec<String> {
@@ -216,7 +220,6 @@ pub(super) async fn receipt(open: Open, QueryParams(q): QueryParams<ReceiptQuery
             Some((size, note)) if size >= q.seq => (size, note),
             _ => sign(&open)?,
         };
-    let proof = r.store.inclusion_proof(Seq(q.seq), size).map_err(|e| store_problem("building a proof", e))?;
-    let leaf = r.store.leaf_hash(Seq(q.seq)).map_err(|e| store_problem("building a proof", e))?;
-    Ok(Json(Receipt { seq: q.seq, leaf_hash: hex::encode(leaf), checkpoint, proof: hexes(&proof) }).into_response())
+    let (leaf_hash, proof) = leaf_and_proof(&r.store, q.seq, size)?;
+    Ok(Json(Receipt { seq: q.seq, leaf_hash, checkpoint, proof }).into_response())
 }
