@@ -16,6 +16,11 @@ ensure_deps() {
   command -v openssl >/dev/null || need+=(openssl)
   # The independent RFC 9162 proof check is a Python script (standard library only).
   command -v python3 >/dev/null || need+=(python3)
+  # The schemathesis run (scripts/api-fuzz) lives in its own venv; Debian's python3 needs
+  # python3-venv for that.
+  python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
+  # The dashboard test loads the page in headless Chromium.
+  command -v chromium >/dev/null || need+=(chromium)
   # Tests start their own nats-server on a free port.
   if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
     need+=(nats-server)
@@ -31,4 +36,33 @@ ensure_deps() {
     echo "error: cargo (the Rust toolchain) is required and cannot be installed by this script" >&2
     exit 1
   fi
+}
+
+# schemathesis (PyPI), pinned, in a venv kept beside the build cache; prints its path.
+ensure_schemathesis() {
+  local venv="$HOME/.cache/kyso-py" version="4.32.5"
+  if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "schemathesis==$version" >&2
+  fi
+  echo "$venv/bin/schemathesis"
+}
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 60 s for a kyso at $1 (host:port) to answer /readyz.
+wait_ready() {
+  python3 - "$1" <<'PY'
+import sys, time, urllib.request
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://{sys.argv[1]}/readyz", timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.1)
+sys.exit(f"kyso at {sys.argv[1]} not ready after 60 s")
+PY
 }

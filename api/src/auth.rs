@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,27 +117,44 @@ pub fn create(data_dir: &Path, role: &Role) -> Result<String, TokenFileError> {
 /// The server's view of the token file.
 pub struct Tokens {
     path: PathBuf,
-    known: RwLock<(HashMap<[u8; 32], Role>, Instant)>,
+    known: RwLock<(Roles, Option<Version>)>,
 }
 
-/// Unknown tokens re-read the file at most this often, so guessing cannot make the server
-/// read its disk in a loop.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// Token hash → role.
+type Roles = HashMap<[u8; 32], Role>;
+
+/// Which version of the token file was read: `kyso token create` replaces the file, so a
+/// new token shows as a new inode (or size, or mtime). An unknown token costs one `stat`
+/// and re-reads the file only when it changed, so guessing cannot make the server read its
+/// disk in a loop, and a new token works at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn version(path: &Path) -> Option<Version> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Version { inode: m.ino(), len: m.len(), modified: m.modified().ok() })
+}
 
 impl Tokens {
     pub fn load(data_dir: &Path) -> Result<Self, TokenFileError> {
         let path = tokens_path(data_dir);
+        let seen = version(&path);
         let known = Self::parse(&path)?;
-        Ok(Self { path, known: RwLock::new((known, Instant::now())) })
+        Ok(Self { path, known: RwLock::new((known, seen)) })
     }
 
     /// A fixed set, for tests.
     pub fn fixed(tokens: &[(&str, Role)]) -> Self {
         let known = tokens.iter().map(|(t, r)| (hash(t), r.clone())).collect();
-        Self { path: PathBuf::new(), known: RwLock::new((known, Instant::now())) }
+        Self { path: PathBuf::new(), known: RwLock::new((known, None)) }
     }
 
-    fn parse(path: &Path) -> Result<HashMap<[u8; 32], Role>, TokenFileError> {
+    fn parse(path: &Path) -> Result<Roles, TokenFileError> {
         let mut out = HashMap::new();
         for e in read_entries(path)? {
             let (Ok(h), Ok(role)) = (hex::decode(&e.hash), e.role.parse::<Role>()) else {
@@ -159,18 +175,39 @@ impl Tokens {
             if let Some(r) = known.0.get(&h) {
                 return Some(r.clone());
             }
-            if known.1.elapsed() < RELOAD_EVERY || self.path.as_os_str().is_empty() {
+            if self.path.as_os_str().is_empty() || version(&self.path) == known.1 {
                 return None;
             }
         }
         let mut known = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if known.1.elapsed() >= RELOAD_EVERY {
+        let now = version(&self.path);
+        if now != known.1 {
             match Self::parse(&self.path) {
-                Ok(fresh) => known.0 = fresh,
+                Ok(fresh) => *known = (fresh, now),
                 Err(e) => tracing::warn!("cannot re-read tokens: {e}"),
             }
-            known.1 = Instant::now();
         }
         known.0.get(&h).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_created_while_serving_works_at_once_and_a_guess_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = create(dir.path(), &Role::Admin).unwrap();
+        let tokens = Tokens::load(dir.path()).unwrap();
+        assert_eq!(tokens.role(&first), Some(Role::Admin));
+        assert_eq!(tokens.role("guess"), None);
+        for _ in 0..3 {
+            let ca: Role = "ca:VNPT-CA".parse().unwrap();
+            let fresh = create(dir.path(), &ca).unwrap();
+            assert_eq!(tokens.role(&fresh), Some(ca));
+        }
+        assert_eq!(tokens.role("guess"), None);
+        assert_eq!(tokens.role(&first), Some(Role::Admin));
     }
 }

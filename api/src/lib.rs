@@ -4,8 +4,10 @@
 //! - [`auth`]: bearer tokens → roles.
 //! - [`problem`]: every error as `application/problem+json`.
 //! - [`routes`]: the `/v1` routes, by who calls them.
+//! - [`dashboard`]: the Sở's web page at `/`.
 
 pub mod auth;
+pub mod dashboard;
 pub mod metrics;
 pub mod notary;
 pub mod problem;
@@ -189,7 +191,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))
-        .nest("/v1", routes::router(limits, state.qr_checks.clone(), state.test_clock.is_some()))
+        .merge(dashboard::router())
+        .nest("/v1", routes::router(state.qr_checks.clone(), state.test_clock.is_some()))
         .fallback(|| async { Problem::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -116,6 +116,34 @@ enum Command {
         #[arg(long, env = "KYSO_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Simulate a province's campaign through a running server's HTTP API (demo data and an
+    /// end-to-end check): prints what it did and whether the reports agree.
+    Sim {
+        /// The server to drive.
+        #[arg(long, env = "KYSO_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's data dir, where the simulator adds the tokens it acts with.
+        #[arg(long, env = "KYSO_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Citizens in the simulated population (16+).
+        #[arg(long, default_value_t = 100_000)]
+        population: usize,
+        /// Campaign days to simulate (with a `--test-clock` server, the clock moves a day at a time).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: u32,
+        /// Percent of the population that gets a certificate during the run.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=100))]
+        uptake: u32,
+        /// Decides the population and the plan: the same seed, the same campaign.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Citizens served at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -206,6 +234,18 @@ fn main() -> ExitCode {
             };
             load_campaign(&campaign).and_then(|c| serve(listen, data_dir, c, options))
         }
+        Command::Sim { url, data_dir, population, days, uptake, seed, concurrency, quiet } => {
+            let config = sim::Config {
+                url,
+                population,
+                days,
+                uptake_percent: uptake,
+                seed,
+                concurrency,
+                progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            simulate(&data_dir, &config)
+        }
         Command::Token { command: TokenCommand::Create { role, data_dir } } => {
             api::auth::create(&data_dir, &role).map(|token| println!("{token}")).map_err(Into::into)
         }
@@ -228,6 +268,24 @@ fn load_campaign(name: &str) -> Result<Campaign, Error> {
         path => std::fs::read_to_string(path).map_err(|e| format!("campaign {path}: {e}"))?,
     };
     Ok(Campaign::from_toml(&text).map_err(|e| format!("campaign {name}: {e}"))?)
+}
+
+/// Tokens for every role the simulator plays, added to the server's token file (the server
+/// picks them up without a restart), then the simulation.
+fn simulate(data_dir: &Path, config: &sim::Config) -> Result<(), Error> {
+    let token = |role: &str| -> Result<String, Error> { Ok(api::auth::create(data_dir, &role.parse::<Role>()?)?) };
+    let tokens = sim::Tokens {
+        admin: token("admin")?,
+        portal: token("portal")?,
+        cas: commands::domain::ca::SEED_CAS
+            .iter()
+            .map(|(id, _, _)| Ok((id.to_string(), token(&format!("ca:{id}"))?)))
+            .collect::<Result<_, Error>>()?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let summary = runtime.block_on(sim::run(config, tokens))?;
+    print!("{summary}");
+    if summary.agrees() { Ok(()) } else { Err("the registry's reports do not match what the simulator did".into()) }
 }
 
 fn init(data_dir: &Path, log_origin: &str) -> Result<(), Error> {
@@ -409,7 +467,18 @@ fn open(data_dir: &Path, campaign: Campaign, state: &AppState, options: &Options
     let inline: Vec<Box<dyn InlineProjection>> = vec![Box::new(CitizenViews), Box::new(Directory)];
     let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline)?;
     let clock: Arc<dyn Clock> = match &options.test_clock {
-        Some(manual) => Arc::clone(manual) as Arc<dyn Clock>,
+        Some(manual) => {
+            // A restarted demo goes on from where its log ends: the registry's time never
+            // goes back.
+            let last = store.last_seq();
+            if last.0 > 0 {
+                let at = store.event(last)?.recorded_at;
+                if manual.now() < at {
+                    manual.set(at);
+                }
+            }
+            Arc::clone(manual) as Arc<dyn Clock>
+        }
         None => Arc::new(SystemClock),
     };
     let (sequencer, writer) = Sequencer::start(writer, registrar, Arc::clone(&clock), SequencerConfig::default());

@@ -408,7 +408,7 @@ async fn every_documented_route_exists_and_docs_are_served() {
             assert!(!unrouted, "{method} {path} is documented but not routed: {s} {v}");
         }
     }
-    assert_eq!(operations, 39);
+    assert_eq!(operations, 40);
     let res = app(h.state.clone()).oneshot(Request::get("/docs/").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(h.call("PUT", "/v1/issuances", Some("t-vnpt"), None).await.0, StatusCode::METHOD_NOT_ALLOWED);
@@ -432,6 +432,29 @@ async fn r6_imports_report_per_row_and_refuse_non_utf8() {
     assert_eq!(report["failed"][0]["line"], 3);
     assert_eq!(h.raw(post(vec![0xff, 0xfe], "t-vnpt")).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(h.raw(post(csv.as_bytes().to_vec(), "t-portal")).await.0, StatusCode::FORBIDDEN);
+
+    // Streamed in 7-byte pieces, rows cut across pieces, more rows than one batch, a bad
+    // line among them: every row is decided once and the report names the bad line.
+    let mut big = String::from("cccd,issued_at,serial\r\n");
+    for i in 0..3000 {
+        big.push_str(&format!("0461970{i:05},2023-05-01,S{i}\r\n"));
+        if i == 1500 {
+            big.push_str("0461970\u{1F600},2023-05-01,X\r\n");
+        }
+    }
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = big.as_bytes().chunks(7).map(|c| Ok(c.to_vec())).collect();
+    let streamed = Request::post("/v1/imports")
+        .header("authorization", "Bearer t-vnpt")
+        .header("content-type", "text/csv")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap();
+    let (s, report) = h.raw(streamed).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!((report["imported"].as_u64(), report["unchanged"].as_u64()), (Some(3000), Some(0)));
+    assert_eq!(report["failed"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["failed"][0]["line"], 1503);
+    let (_, again) = h.raw(post(big.into_bytes(), "t-vnpt")).await;
+    assert_eq!((again["imported"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(3000)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,4 +547,125 @@ async fn the_test_clock_route_exists_only_with_a_test_clock_and_never_goes_back(
         let (s, v) = h.call("POST", "/v1/test/clock", Some("t-admin"), Some(bad)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     }
+}
+
+/// `data-k` → (`data-v`, shown text) for every number on a page as Chromium rendered it.
+fn numbers_on_page(dom: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let attr = |tag: &str, name: &str| {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[start..start + tag[start..].find('"')?].to_string())
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find("data-k=\"") {
+        let open = rest[..at].rfind('<').expect("inside a tag");
+        let close = at + rest[at..].find('>').expect("tag ends");
+        let tag = &rest[open..close];
+        let text_end = close + rest[close..].find('<').unwrap_or(rest.len() - close);
+        let (k, v) = (attr(tag, "data-k").unwrap(), attr(tag, "data-v").unwrap_or_default());
+        out.insert(k, (v, rest[close + 1..text_end].to_string()));
+        rest = &rest[close..];
+    }
+    out
+}
+
+/// Issue 6: the dashboard at `/`, loaded in headless Chromium against a server with data,
+/// shows the numbers the API gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_numbers_the_api_gives() {
+    let h = Harness::new();
+    h.setup_cas().await;
+    // Three days, three CAs, communes in three districts, one late, a demand, a violation.
+    let communes = ["19750", "19819", "19867", "19903"];
+    let cas = ["t-vnpt", "t-viettel", "t-vnpt", "t-viettel", "t-vnpt"];
+    let mut n = 0;
+    for day in 0..3 {
+        h.clock.set(RegistryTime(1_693_555_200_000 + day * 86_400_000));
+        for i in 0..(4 + day as usize * 3) {
+            n += 1;
+            let activated = chrono::DateTime::from_timestamp_millis(h.clock.now().0 - 60_000).unwrap();
+            let body = json!({
+                "citizen": format!("0461960{n:05}"), "channel": "app", "segment": "adult_citizen",
+                "commune": communes[i % communes.len()], "activated_at": activated.to_rfc3339(),
+            });
+            let (s, v) = h.call("POST", "/v1/issuances", Some(cas[i % cas.len()]), Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+    }
+    let late = json!({"citizen": "046196099999", "channel": "app", "segment": "adult_citizen", "commune": "19750",
+        "activated_at": "2023-09-01T08:00:00Z"});
+    assert_eq!(h.call("POST", "/v1/issuances", Some("t-vnpt"), Some(late)).await.0, StatusCode::CREATED);
+    let demand = json!({"citizen": "046196000900", "mode": "home", "phone": "0905123456", "commune": "19819", "chosen_ca": "VNPT-CA"});
+    assert_eq!(h.call("POST", "/v1/demands", Some("t-portal"), Some(demand)).await.0, StatusCode::CREATED);
+    let violation = json!({"ca": "VIETTEL-CA", "kind": "other", "description": "late reports"});
+    assert_eq!(h.call("POST", "/v1/violations", Some("t-admin"), Some(violation)).await.0, StatusCode::CREATED);
+    h.catch_up();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let service = app(h.state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    let profile = tempfile::tempdir().unwrap();
+    // Virtual time runs only while the page has no network work pending, so the budget
+    // covers the first refresh (and its fetches) whatever the machine's speed.
+    let chromium = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000", "--dump-dom"])
+        // The machine's network is closed: Chromium's own background traffic only fails.
+        .args(["--disable-quic", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://127.0.0.1:{port}/#token=t-reporter"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), chromium)
+        .await
+        .expect("chromium answers within 2 minutes")
+        .expect("chromium runs (Debian package `chromium`; scripts/lib.sh installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-loaded=\"1\""), "the page did not finish its first refresh:\n{dom}");
+    let page = numbers_on_page(&dom);
+    let shown = |k: &str| -> u64 {
+        let (v, text) = page.get(k).unwrap_or_else(|| panic!("{k} is not on the page"));
+        assert_eq!(text.replace(',', ""), *v, "{k} shows {text} for {v}");
+        v.parse().unwrap()
+    };
+
+    let (_, total) = h.call("GET", "/v1/reports/counts", Some("t-reporter"), None).await;
+    assert_eq!(shown("total:issued"), total[0]["issued"].as_u64().unwrap());
+    assert_eq!(shown("total:issued"), n + 1);
+    // The Huế campaign sets no targets (the seeds give none): the page says so.
+    let (_, targets) = h.call("GET", "/v1/reports/targets", Some("t-reporter"), None).await;
+    assert!(targets["total"].is_null(), "{targets}");
+    assert_eq!(page["total:target"].0, "");
+    assert!(dom.contains("this campaign sets no targets"));
+    let by = [
+        ("segment", &["issued"][..]),
+        ("ca", &["issued", "late"]),
+        ("district", &["issued", "late"]),
+        ("day", &["issued"]),
+    ];
+    for (dim, fields) in by {
+        let (_, rows) = h.call("GET", &format!("/v1/reports/counts?group_by={dim}"), Some("t-reporter"), None).await;
+        let rows = rows.as_array().unwrap();
+        assert!(!rows.is_empty(), "{dim}: {rows:?}");
+        for r in rows {
+            for f in fields {
+                let key = format!("{dim}:{}:{f}", r["group"][0].as_str().unwrap());
+                assert_eq!(shown(&key), r[f].as_u64().unwrap(), "{key}");
+            }
+        }
+    }
+    assert!(shown("ca:VNPT-CA:late") >= 1);
+    let (_, demands) = h.call("GET", "/v1/reports/demands", Some("t-reporter"), None).await;
+    assert_eq!(shown("demands:open"), demands["open"].as_u64().unwrap());
+    assert_eq!(shown("demands:VNPT-CA:open"), 1);
+    let due = &demands["due_soon"][0];
+    assert_eq!(page[&format!("due:{}:time_left_ms", due["demand"])].0, due["time_left_ms"].to_string());
+    let (_, compliance) = h.call("GET", "/v1/reports/compliance", Some("t-reporter"), None).await;
+    for line in compliance.as_array().unwrap() {
+        let ca = line["ca"].as_str().unwrap();
+        assert_eq!(shown(&format!("compliance:{ca}:issuances")), line["issuances"].as_u64().unwrap());
+    }
+    assert_eq!(shown("violations:count"), 1);
 }

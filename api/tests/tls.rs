@@ -1,25 +1,15 @@
 //! `kyso serve --tls-cert --tls-key`: the real binary serves HTTPS with a PEM certificate,
 //! and a client that trusts that certificate gets answers over TLS.
 
+mod common;
+
+use common::{Killed, free_port, within_a_minute};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn get_over_tls(port: u16, roots: Arc<rustls::RootCertStore>, path: &str) -> std::io::Result<String> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -101,17 +91,11 @@ async fn serves_https_with_the_given_certificate() {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(&ca_cert).unwrap()).unwrap();
     let roots = Arc::new(roots);
-    let started = Instant::now();
-    let answer = loop {
-        match get_over_tls(port, Arc::clone(&roots), "/healthz").await {
-            Ok(answer) => break answer,
-            Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("no HTTPS answer within 60 s: {e}"),
-        }
-    };
+    let answer = within_a_minute(|| {
+        let roots = Arc::clone(&roots);
+        async move { get_over_tls(port, roots, "/healthz").await.ok() }
+    })
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("ok\n"), "{answer}");
     // Plain HTTP on the TLS port gets no HTTP answer.

@@ -2,15 +2,13 @@
 
 use super::{Body, PathParam, QueryParams, Receipt, cccd, current_year, idempotency_key, opt_ca_id, receipt, submit};
 use crate::problem::Problem;
-use crate::{AppState, Caller, Limits, Open};
+use crate::{AppState, Caller, Open};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
 use commands::domain::event::Place;
-use commands::domain::legacy;
 use commands::domain::{Channel, Command, DemandMode, Event, IssuanceStatus, RecordIssuance, Segment};
 use event_store::{RegistryTime, Seq};
 use projections::citizen::{self, CitizenView};
@@ -18,12 +16,12 @@ use projections::demands::Stage;
 use projections::directory;
 use serde::{Deserialize, Serialize};
 
-pub fn router(limits: Limits, qr_checks: crate::ratelimit::PerClient) -> Router<AppState> {
+pub fn router(qr_checks: crate::ratelimit::PerClient) -> Router<AppState> {
     Router::new()
         .route("/citizens/{cccd}", get(lookup))
         .route("/issuances", post(record))
         .route("/issuances/switch", post(switch))
-        .route("/imports", post(import).layer(DefaultBodyLimit::max(limits.import_bytes)))
+        .route("/imports", post(import))
         .route("/demands", get(demands).post(register_demand))
         .route("/demands/{id}/ack", post(ack_demand))
         .route("/staff", get(list_staff).post(register_staff))
@@ -237,23 +235,35 @@ pub(super) async fn switch(
     security(("bearer" = []))
 )]
 /// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
-pub(super) async fn import(
-    open: Open,
-    caller: Caller,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<impl IntoResponse, Problem> {
+/// The body is read as it arrives and rows are recorded a batch at a time, so a large file
+/// neither waits for its last byte nor sits whole in memory.
+pub(super) async fn import(open: Open, caller: Caller, body: axum::body::Body) -> Result<impl IntoResponse, Problem> {
+    use futures::StreamExt;
     let ca = caller.ca()?.clone();
-    let body = body.map_err(|e| {
-        let slug = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "bad-body" };
-        Problem::new(e.status(), slug, e.body_text())
-    })?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| Problem::bad_request("not-utf8", format!("the CSV must be UTF-8: {e}")))?;
-    let (rows, errors) = legacy::parse(text, current_year(&open));
-    let report = commands::import::ImportReport { failed: errors, ..Default::default() };
     let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
-    let report = commands::import::import_legacy(super::writer(&open)?, &meta, &ca, rows, report).await?;
-    Ok(Json(report))
+    let max_bytes = open.0.limits.import_bytes;
+    let mut import =
+        commands::import::StreamingImport::new(super::writer(&open)?, meta, ca, current_year(&open), max_bytes);
+    let mut stream = body.into_data_stream();
+    while !import.stopped() {
+        match stream.next().await {
+            Some(Ok(chunk)) => import.feed(&chunk).await?,
+            Some(Err(e)) => {
+                return Err(Problem::bad_request(
+                    "bad-body",
+                    format!(
+                        "the upload broke off ({e}); rows read before that may be recorded: send the file again (re-importing is idempotent)"
+                    ),
+                ));
+            }
+            None => break,
+        }
+    }
+    import.end();
+    if let Some(e) = import.refused() {
+        return Err(Problem::bad_request("not-a-legacy-file", e.problem.clone()));
+    }
+    Ok(Json(import.finish().await?))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

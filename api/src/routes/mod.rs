@@ -8,7 +8,7 @@ mod read;
 mod test_clock;
 
 use crate::problem::Problem;
-use crate::{AppState, Caller, Limits, Open};
+use crate::{AppState, Caller, Open};
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
         ca::register_staff, ca::list_staff, ca::revoke_staff, ca::verify_staff,
         admin::list_cas, admin::register_ca, admin::suspend, admin::reinstate, admin::expel, admin::zone,
         admin::counter, admin::booth, admin::complaint, admin::resolve, admin::violation, admin::violations,
-        read::counts, read::rollup, read::targets, read::compliance, read::demand_report, read::booths,
+        read::campaign, read::counts, read::rollup, read::targets, read::compliance, read::demand_report, read::booths,
         read::explain, read::citizen_trail, read::ca_trail, read::events,
         log::key, log::checkpoint, log::sign_checkpoint, log::inclusion, log::consistency, log::receipt,
     ),
@@ -65,9 +65,9 @@ impl utoipa::Modify for Bearer {
     }
 }
 
-pub fn router(limits: Limits, qr_checks: crate::ratelimit::PerClient, test_clock: bool) -> Router<AppState> {
+pub fn router(qr_checks: crate::ratelimit::PerClient, test_clock: bool) -> Router<AppState> {
     let router = if test_clock { test_clock::router() } else { Router::new() };
-    router.merge(ca::router(limits, qr_checks)).merge(admin::router()).merge(read::router()).merge(log::router())
+    router.merge(ca::router(qr_checks)).merge(admin::router()).merge(read::router()).merge(log::router())
 }
 
 /// A JSON body whose problems are answered as problems: 400 for broken JSON, 415 for a

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/campaign", get(campaign))
         .route("/reports/counts", get(counts))
         .route("/reports/rollup", get(rollup))
         .route("/reports/targets", get(targets))
@@ -104,13 +105,55 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response())
 }
 
+#[derive(Serialize)]
+struct CampaignInfo<'a> {
+    #[serde(flatten)]
+    campaign: &'a commands::domain::Campaign,
+    /// The province's districts (GSO codes) with their names and communes: what reports
+    /// group by and what a demand's `commune` must be.
+    districts: Vec<DistrictInfo>,
+}
+
+#[derive(Serialize)]
+struct DistrictInfo {
+    code: String,
+    name: String,
+    communes: std::collections::BTreeMap<String, String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/campaign",
+    tag = "public",
+    summary = "The campaign's rules, phases, targets, districts and communes",
+    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+)]
+/// The campaign this registry runs: public, so the portal can offer communes and the
+/// dashboard can name districts.
+pub(super) async fn campaign(open: Open) -> Response {
+    let c = &open.get().campaign;
+    let mut districts: std::collections::BTreeMap<String, DistrictInfo> = std::collections::BTreeMap::new();
+    for (code, unit) in commands::domain::admin_units::communes_of(&c.province_code) {
+        districts
+            .entry(unit.district_code.clone())
+            .or_insert_with(|| DistrictInfo {
+                code: unit.district_code.clone(),
+                name: unit.district_name.clone(),
+                communes: Default::default(),
+            })
+            .communes
+            .insert(code, unit.commune_name);
+    }
+    Json(CampaignInfo { campaign: c, districts: districts.into_values().collect() }).into_response()
+}
+
 #[utoipa::path(
     get,
     path = "/v1/reports/counts",
     tag = "reports",
     summary = "R14, R15, R18: counts, filtered and grouped",
     params(CountsQuery),
-    responses((status = 200, body = Vec<Object>), (status = 200, description = "with format=csv", content_type = "text/csv", body = String), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<Object> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R14, R15, R18: issued certificates, filtered and grouped.
@@ -177,7 +220,7 @@ pub(super) struct DateQuery {
     tag = "reports",
     summary = "R16: progress against targets",
     params(DateQuery),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((Object = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R16: progress against the campaign's targets, as of a day (default today).
@@ -236,7 +279,22 @@ pub(super) struct DemandReport {
     by_ca: std::collections::BTreeMap<String, std::collections::BTreeMap<Stage, u64>>,
     /// Counts only: reports carry no people (R9).
     open: usize,
+    /// The open demands closest to their deadline, soonest first (at most 20), without the
+    /// citizen: what the Sở chases CAs about.
+    due_soon: Vec<DueLine>,
 }
+
+#[derive(Serialize)]
+struct DueLine {
+    demand: u64,
+    ca: Option<String>,
+    district: String,
+    commune: String,
+    expires_at: event_store::RegistryTime,
+    time_left_ms: i64,
+}
+
+const DUE_SOON: usize = 20;
 
 #[utoipa::path(
     get,
@@ -257,9 +315,26 @@ pub(super) async fn demand_report(
     let ca = opt_ca_id("ca", q.ca.as_deref())?;
     let r = open.get();
     let now = r.clock.now();
-    Ok(Json(r.projections.demands.read(|b| DemandReport {
-        by_ca: b.summary(),
-        open: b.lines(ca.as_ref(), q.stage.or(Some(Stage::Open)), now).len(),
+    Ok(Json(r.projections.demands.read(|b| {
+        let mut due: Vec<DueLine> = b
+            .lines(ca.as_ref(), Some(Stage::Open), now)
+            .into_iter()
+            .map(|l| DueLine {
+                demand: l.row.demand,
+                ca: l.row.ca.map(|c| c.to_string()),
+                district: l.row.district,
+                commune: l.row.commune,
+                expires_at: l.row.expires_at,
+                time_left_ms: l.time_left_ms.unwrap_or(0),
+            })
+            .collect();
+        due.sort_by_key(|d| (d.expires_at, d.demand));
+        due.truncate(DUE_SOON);
+        DemandReport {
+            by_ca: b.summary(),
+            open: b.lines(ca.as_ref(), q.stage.or(Some(Stage::Open)), now).len(),
+            due_soon: due,
+        }
     })))
 }
 
@@ -269,7 +344,7 @@ pub(super) async fn demand_report(
     tag = "reports",
     summary = "R14: end-of-day booth report",
     params(DateQuery),
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<Object> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R14: what each booth issued on a day (default today).

@@ -24,24 +24,97 @@ pub struct RowError {
     pub problem: String,
 }
 
-/// Splits a legacy CSV into good rows and row errors. `issued_at` is `YYYY-MM-DD` (UTC
-/// midnight) or RFC 3339. A file-level problem (no header, too many rows) is one error at line 1.
-pub fn parse(text: &str, current_year: u16) -> (Vec<LegacyRow>, Vec<RowError>) {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let file_error = |problem: String| (Vec::new(), vec![RowError { line: 1, problem }]);
-    match lines.next() {
-        Some((_, header)) if header.trim().eq_ignore_ascii_case(HEADER) => {}
-        _ => return file_error(format!("the first line must be the header `{HEADER}`")),
+/// What one line of a legacy file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The header or a blank line.
+    Skip,
+    Row(LegacyRow),
+    /// A bad row: reported, and the rows after it go on.
+    Bad(RowError),
+    /// The file cannot go on (no header, too many rows): nothing after this line is read.
+    Stop(RowError),
+}
+
+/// Reads a legacy file a line at a time, so an import can start before the whole file has
+/// arrived and never holds more than a line of it. `issued_at` is `YYYY-MM-DD` (UTC
+/// midnight) or RFC 3339.
+#[derive(Debug)]
+pub struct Parser {
+    current_year: u16,
+    line: usize,
+    rows: usize,
+    stopped: bool,
+}
+
+/// The longest line read; a longer one is a bad row (a legacy row is ~50 bytes).
+pub const LINE_MAX: usize = 1024;
+
+impl Parser {
+    pub fn new(current_year: u16) -> Self {
+        Self { current_year, line: 0, rows: 0, stopped: false }
     }
-    let (mut rows, mut errors) = (Vec::new(), Vec::new());
-    for (line, text) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        if rows.len() + errors.len() == ROWS_MAX {
-            errors.push(RowError { line, problem: format!("more than {ROWS_MAX} rows; split the file") });
-            break;
+
+    /// The next line, without its `\n` (a trailing `\r` is dropped); a reader may pass only
+    /// the first `LINE_MAX + 1` bytes of a longer line. After a `Stop`, every line is `Skip`.
+    pub fn line(&mut self, bytes: &[u8]) -> Parsed {
+        self.line += 1;
+        let line = self.line;
+        if self.stopped {
+            return Parsed::Skip;
         }
-        match parse_row(text, current_year) {
-            Ok((citizen, issued_at, serial)) => rows.push(LegacyRow { line, citizen, issued_at, serial }),
-            Err(problem) => errors.push(RowError { line, problem }),
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if line == 1 {
+            return match std::str::from_utf8(bytes) {
+                Ok(header) if header.trim().eq_ignore_ascii_case(HEADER) => Parsed::Skip,
+                _ => self.stop(format!("the first line must be the header `{HEADER}` (UTF-8)")),
+            };
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Parsed::Skip;
+        }
+        if self.rows == ROWS_MAX {
+            return self.stop(format!("more than {ROWS_MAX} rows; split the file"));
+        }
+        self.rows += 1;
+        // Before the UTF-8 check: a reader may have cut a long line inside a character.
+        if bytes.len() > LINE_MAX {
+            return Parsed::Bad(RowError { line, problem: format!("longer than {LINE_MAX} bytes") });
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Parsed::Bad(RowError { line, problem: "not UTF-8".into() });
+        };
+        match parse_row(text, self.current_year) {
+            Ok((citizen, issued_at, serial)) => Parsed::Row(LegacyRow { line, citizen, issued_at, serial }),
+            Err(problem) => Parsed::Bad(RowError { line, problem }),
+        }
+    }
+
+    /// Lines read so far (the header included).
+    pub fn lines_read(&self) -> usize {
+        self.line
+    }
+
+    fn stop(&mut self, problem: String) -> Parsed {
+        self.stopped = true;
+        Parsed::Stop(RowError { line: self.line, problem })
+    }
+}
+
+/// Splits a whole legacy CSV into good rows and row errors. A file-level problem (no
+/// header, too many rows) is one error at its line, and nothing after it is read.
+pub fn parse(text: &str, current_year: u16) -> (Vec<LegacyRow>, Vec<RowError>) {
+    let mut parser = Parser::new(current_year);
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    for l in text.split('\n') {
+        match parser.line(l.as_bytes()) {
+            Parsed::Skip => {}
+            Parsed::Row(r) => rows.push(r),
+            Parsed::Bad(e) => errors.push(e),
+            Parsed::Stop(e) => {
+                errors.push(e);
+                break;
+            }
         }
     }
     (rows, errors)
@@ -92,5 +165,23 @@ mod tests {
         assert!(rows.is_empty());
         assert_eq!((errors[0].line, errors.len()), (1, 1));
         assert!(errors[0].problem.contains(HEADER));
+    }
+
+    #[test]
+    fn a_line_at_a_time_bad_bytes_are_a_row_error_and_the_cap_stops_the_file() {
+        let mut p = Parser::new(2023);
+        assert_eq!(p.line(b"cccd,issued_at,serial\r"), Parsed::Skip);
+        assert!(matches!(p.line(b"046196000001,2023-05-01,\xff"), Parsed::Bad(RowError { line: 2, .. })));
+        let long = format!("046196000001,2023-05-01,{}", "S".repeat(LINE_MAX));
+        assert!(matches!(p.line(long.as_bytes()), Parsed::Bad(RowError { line: 3, .. })));
+        assert!(matches!(p.line(b"046196000001,2023-05-01,S-1"), Parsed::Row(LegacyRow { line: 4, .. })));
+        for _ in 3..ROWS_MAX {
+            assert!(matches!(p.line(b"046196000001,2023-05-01,S-1"), Parsed::Row(_)));
+        }
+        let at = ROWS_MAX + 2;
+        assert!(matches!(p.line(b"046196000002,2023-05-01,S-2"), Parsed::Stop(RowError { line, .. }) if line == at));
+        assert_eq!(p.line(b"046196000003,2023-05-01,S-3"), Parsed::Skip);
+        let mut bad_header = Parser::new(2023);
+        assert!(matches!(bad_header.line(b"\xff\xfe"), Parsed::Stop(RowError { line: 1, .. })));
     }
 }
