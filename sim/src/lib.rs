@@ -17,6 +17,7 @@ use client::{Answer, Client, ClientError};
 use commands::domain::Campaign;
 use futures::StreamExt;
 use population::Citizen;
+use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -373,22 +374,27 @@ async fn wait_until_known(client: &Client, token: &str) -> Result<(), SimError> 
 
 /// The server's clock if it runs a test clock (`POST /v1/test/clock` exists), else `None`.
 async fn server_now(client: &Client, admin: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, SimError> {
-    let a = client.post(admin, "/v1/test/clock", json!({"advance": "0s"})).await?;
-    match a.status {
-        200 => Ok(a.body["now"].as_str().and_then(|s| s.parse().ok())),
-        404 => Ok(None),
-        s => Err(SimError::Setup(format!("reading the test clock answered {s}: {}", a.body))),
-    }
+    move_clock(client, admin, "0s").await
 }
 
 async fn advance(shared: &Shared, by: &str) -> Result<(), SimError> {
-    let a = shared.client.post(&shared.tokens.admin, "/v1/test/clock", json!({ "advance": by })).await?;
-    let now = a.body["now"].as_str().and_then(|s| s.parse().ok());
+    let now = move_clock(&shared.client, &shared.tokens.admin, by).await?;
     if now.is_none() {
-        return Err(SimError::Setup(format!("moving the test clock answered {}: {}", a.status, a.body)));
+        return Err(SimError::Setup("the test clock went away".into()));
     }
     *shared.now.lock().expect("not poisoned") = now;
     Ok(())
+}
+
+/// Moves the test clock by `by` and answers its new time; `None` when the server runs on
+/// the wall clock (the route does not exist then).
+async fn move_clock(client: &Client, admin: &str, by: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, SimError> {
+    let a = client.post(admin, "/v1/test/clock", json!({ "advance": by })).await?;
+    match (a.status, a.body["now"].as_str().and_then(|s| s.parse().ok())) {
+        (200, Some(now)) => Ok(Some(now)),
+        (404, _) => Ok(None),
+        (s, _) => Err(SimError::Setup(format!("the test clock (advance {by}) answered {s}: {}", a.body))),
+    }
 }
 
 /// What the campaign starts from.
@@ -480,15 +486,8 @@ fn plan(
     staff: &[Vec<(u64, String)>],
     zones: &BTreeMap<String, String>,
 ) -> Visit {
-    let mut pick = rng.random_range(0..HABITS.iter().map(|h| h.share).sum::<u32>());
-    let ca = HABITS
-        .iter()
-        .position(|h| {
-            let hit = pick < h.share;
-            pick = pick.saturating_sub(h.share);
-            hit
-        })
-        .expect("shares cover the range");
+    let shares = WeightedIndex::new(HABITS.iter().map(|h| h.share)).expect("positive shares");
+    let ca = rng.sample(&shares);
     let via_demand = rng.random_ratio(DEMAND_PERCENT, 100) && channels.contains(&"demand");
     // Door to door only where the CA may go (R14 zones); counters and booths need places the
     // simulator does not set up, so their share goes to the CA's office.

@@ -4,6 +4,7 @@
 use commands::domain::Cccd;
 use commands::domain::cccd::PROVINCE_CODES;
 use rand::Rng;
+use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use std::collections::HashSet;
 
@@ -22,20 +23,12 @@ const AGE_BANDS: [(u16, u16, u32); 7] =
 const ELSEWHERE_PERCENT: u32 = 8;
 
 pub fn generate(rng: &mut StdRng, size: usize, province: &str, communes: &[String], year: u16) -> Vec<Citizen> {
-    let total_weight: u32 = AGE_BANDS.iter().map(|b| b.2).sum();
+    let ages = WeightedIndex::new(AGE_BANDS.iter().map(|b| b.2)).expect("positive weights");
     let others: Vec<&str> = PROVINCE_CODES.iter().map(|(c, _)| *c).filter(|c| *c != province).collect();
     let mut seen = HashSet::with_capacity(size);
     let mut out = Vec::with_capacity(size);
     while out.len() < size {
-        let mut pick = rng.random_range(0..total_weight);
-        let (lo, hi, _) = *AGE_BANDS
-            .iter()
-            .find(|b| {
-                let hit = pick < b.2;
-                pick = pick.saturating_sub(b.2);
-                hit
-            })
-            .expect("weights cover the range");
+        let (lo, hi, _) = AGE_BANDS[rng.sample(&ages)];
         let age = rng.random_range(lo..=hi);
         let born = year - age;
         let female = rng.random_bool(0.51);

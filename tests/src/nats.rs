@@ -26,7 +26,8 @@ fn binary() -> PathBuf {
     on_path.unwrap_or_else(|| "/usr/sbin/nats-server".into())
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
 

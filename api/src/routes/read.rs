@@ -316,8 +316,12 @@ pub(super) async fn demand_report(
     let r = open.get();
     let now = r.clock.now();
     Ok(Json(r.projections.demands.read(|b| {
-        let mut due: Vec<DueLine> = b
-            .lines(ca.as_ref(), Some(Stage::Open), now)
+        let open = b.lines(ca.as_ref(), Some(Stage::Open), now);
+        let counted = match q.stage {
+            None | Some(Stage::Open) => open.len(),
+            Some(stage) => b.lines(ca.as_ref(), Some(stage), now).len(),
+        };
+        let mut due: Vec<DueLine> = open
             .into_iter()
             .map(|l| DueLine {
                 demand: l.row.demand,
@@ -330,11 +334,7 @@ pub(super) async fn demand_report(
             .collect();
         due.sort_by_key(|d| (d.expires_at, d.demand));
         due.truncate(DUE_SOON);
-        DemandReport {
-            by_ca: b.summary(),
-            open: b.lines(ca.as_ref(), q.stage.or(Some(Stage::Open)), now).len(),
-            due_soon: due,
-        }
+        DemandReport { by_ca: b.summary(), open: counted, due_soon: due }
     })))
 }
 

@@ -9,6 +9,7 @@
 
 use commands::domain::Event;
 use event_store::{EventStore, Seq};
+use kyso_tests::nats::free_port;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,10 +41,6 @@ async fn main() {
     if row.4 > 0 || row.5 > 0 {
         std::process::exit(1);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
 }
 
 fn serve(kyso: &str, port: u16, data: &std::path::Path) -> Child {
