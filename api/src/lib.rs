@@ -184,6 +184,57 @@ impl Caller {
     }
 }
 
+/// The roles a route admits, checked by [`Authorized`].
+pub trait Roles: Send + Sync + 'static {
+    const ROLES: &'static [&'static str];
+}
+
+macro_rules! roles {
+    ($($(#[$doc:meta])* $name:ident = $roles:expr;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+        impl Roles for $name {
+            const ROLES: &'static [&'static str] = $roles;
+        }
+    )*};
+}
+
+roles! {
+    /// The Sở.
+    AdminOnly = &["admin"];
+    /// CA services (a CA acts only as itself: see [`Caller::ca`]).
+    CaOnly = &["ca"];
+    CaOrAdmin = &["ca", "admin"];
+    PortalOrAdmin = &["portal", "admin"];
+    /// Who may look a citizen up: CAs (recorded, R2), the Sở and auditors.
+    LookupRoles = &["ca", "admin", "auditor"];
+    /// Reports: counts, not people (R9).
+    Readers = &["reporter", "admin", "auditor"];
+    /// Trails of people and CAs, and the raw log.
+    Auditors = &["auditor", "admin"];
+}
+
+/// A caller holding one of `R`'s roles. As an extractor it runs before the path and body
+/// extractors of the handler, so a caller without the role gets 403 whatever else is wrong
+/// with its request, and learns nothing about what the route would accept.
+pub struct Authorized<R: Roles>(pub Caller, std::marker::PhantomData<R>);
+
+impl<R: Roles> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(R::ROLES)?;
+        Ok(Self(caller, std::marker::PhantomData))
+    }
+}
+
+impl<R: Roles> std::ops::Deref for Authorized<R> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
 pub fn app(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()

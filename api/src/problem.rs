@@ -92,6 +92,12 @@ impl IntoResponse for Problem {
         if let Some(s) = self.retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        // The rest of a too-large body is never read, so the server drops the connection
+        // after answering; saying so keeps a keep-alive client from sending its next request
+        // down a connection that is closing (HTTP/2 strips the header).
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }

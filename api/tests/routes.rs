@@ -147,6 +147,11 @@ async fn ca_routes_record_lookup_and_refuse_with_the_holder() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(h.call("GET", "/v1/citizens/046196000123", Some("t-portal"), None).await.0, StatusCode::FORBIDDEN);
+    // The role is checked before the path and the body: a wrong role learns nothing about
+    // what the route would accept.
+    assert_eq!(h.call("POST", "/v1/issuances", Some("t-portal"), Some(json!({}))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call("POST", "/v1/cas", Some("t-vnpt"), Some(json!({"x": 1}))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call("GET", "/v1/citizens/not-a-cccd", Some("t-portal"), None).await.0, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

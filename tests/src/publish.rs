@@ -15,22 +15,70 @@ pub fn config(url: &str) -> publisher::Config {
     }
 }
 
-/// Asserts that the stream holds every event of the log exactly once, in seq order, with
-/// the log's own bytes: message `i` of the stream is seq `i`.
-pub async fn assert_stream_is_the_log(url: &str, store: &EventStore) {
+/// What a consumer reading the whole stream from its start saw, against the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StreamCheck {
+    /// Messages delivered in seq order carrying exactly the log's event and leaf.
+    pub matching: u64,
+    /// Messages for a seq already delivered, or beyond the end of the log.
+    pub duplicated: u64,
+    /// Seqs of the log never delivered.
+    pub missing: u64,
+    /// Messages at the right place whose bytes or leaf differ from the log's.
+    pub altered: u64,
+}
+
+/// Reads the stream as a reporting job would (an ephemeral pull consumer from the first
+/// message) and compares message `i` with log seq `i`.
+pub async fn read_stream(url: &str, store: &EventStore) -> StreamCheck {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt;
     let js = jetstream::new(async_nats::connect(url).await.expect("connecting to NATS"));
     let mut stream = js.get_stream(config(url).stream_name()).await.expect("the stream exists");
     let last = store.last_seq().0;
-    let info = stream.info().await.expect("stream info");
-    assert_eq!(info.state.messages, last, "one message per event, no duplicates, none missing");
-    for i in 1..=last {
-        let m = stream.get_raw_message(i).await.expect("a message per stream sequence");
-        let seq: u64 = m.headers.get(publisher::HEADER_SEQ).expect("a seq header").as_str().parse().unwrap();
-        assert_eq!(seq, i, "stream message {i} must be log seq {i}");
-        assert_eq!(m.payload.as_ref(), store.event(Seq(i)).unwrap().encode().as_slice(), "seq {i}: the log's bytes");
-        let leaf = m.headers.get(publisher::HEADER_LEAF).expect("a leaf header").as_str().to_string();
-        assert_eq!(leaf, hex::encode(store.leaf_hash(Seq(i)).unwrap()));
+    let in_stream = stream.info().await.expect("stream info").state.messages;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("an ephemeral consumer");
+    let mut messages = consumer.messages().await.expect("a message feed");
+    let mut check = StreamCheck::default();
+    let mut expected = 1;
+    for _ in 0..in_stream {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next()).await;
+        let Ok(Some(Ok(m))) = next else { break };
+        let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        let Some(seq) = header(publisher::HEADER_SEQ).and_then(|s| s.parse::<u64>().ok()) else {
+            check.altered += 1;
+            continue;
+        };
+        if seq < expected || seq > last {
+            check.duplicated += 1;
+            continue;
+        }
+        check.missing += seq - expected;
+        expected = seq + 1;
+        let same_event = m.payload.as_ref() == store.event(Seq(seq)).unwrap().encode().as_slice();
+        let same_leaf = header(publisher::HEADER_LEAF) == Some(hex::encode(store.leaf_hash(Seq(seq)).unwrap()));
+        if same_event && same_leaf {
+            check.matching += 1;
+        } else {
+            check.altered += 1;
+        }
     }
+    check.missing += (last + 1).saturating_sub(expected);
+    check
+}
+
+/// Asserts that the stream holds every event of the log exactly once, in seq order, with
+/// the log's own bytes: message `i` of the stream is seq `i`.
+pub async fn assert_stream_is_the_log(url: &str, store: &EventStore) {
+    let check = read_stream(url, store).await;
+    assert_eq!(check, StreamCheck { matching: store.last_seq().0, ..StreamCheck::default() });
 }
 
 /// A read replica following `url`'s stream into `dir`, as `kyso follow` runs it.

@@ -2,7 +2,7 @@
 
 use super::{Body, PathParam, Receipt, ca_id, cccd, receipt, submit};
 use crate::problem::Problem;
-use crate::{AppState, Caller, Open};
+use crate::{AdminOnly, AppState, Authorized, Caller, Open, PortalOrAdmin};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
@@ -46,10 +46,6 @@ async fn admin_command(open: &Open, caller: &Caller, command: Command) -> Result
     Ok((status, Json(Done { seqs: accepted.seqs, receipt: receipt(open, &accepted)?, id })))
 }
 
-fn admin(caller: &Caller) -> Result<(), Problem> {
-    caller.require(&["admin"]).map(|_| ())
-}
-
 #[utoipa::path(
     get,
     path = "/v1/cas",
@@ -80,10 +76,9 @@ pub(super) struct CaBody {
 )]
 pub(super) async fn register_ca(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     Body(b): Body<CaBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(&open, &caller, Command::RegisterCa { ca: ca_id("ca", &b.ca)?, name: b.name, app_name: b.app_name })
         .await
 }
@@ -109,11 +104,10 @@ pub(super) struct Reason {
 )]
 pub(super) async fn suspend(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     PathParam(id): PathParam<String>,
     Body(b): Body<Reason>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(&open, &caller, Command::SuspendCa { ca: ca_id("id", &id)?, reason: b.reason }).await
 }
 
@@ -128,10 +122,9 @@ pub(super) async fn suspend(
 )]
 pub(super) async fn reinstate(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     PathParam(id): PathParam<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(&open, &caller, Command::ReinstateCa { ca: ca_id("id", &id)? }).await
 }
 
@@ -148,11 +141,10 @@ pub(super) async fn reinstate(
 /// R13: final; the CA's later commands are refused and logged, earlier issuances stand.
 pub(super) async fn expel(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     PathParam(id): PathParam<String>,
     Body(b): Body<Reason>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(
         &open,
         &caller,
@@ -177,8 +169,11 @@ pub(super) struct ZoneBody {
     responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
-pub(super) async fn zone(open: Open, caller: Caller, Body(b): Body<ZoneBody>) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
+pub(super) async fn zone(
+    open: Open,
+    caller: Authorized<AdminOnly>,
+    Body(b): Body<ZoneBody>,
+) -> Result<impl IntoResponse, Problem> {
     admin_command(&open, &caller, Command::AssignZone { ca: ca_id("ca", &b.ca)?, commune: b.commune }).await
 }
 
@@ -200,10 +195,9 @@ pub(super) struct CounterBody {
 )]
 pub(super) async fn counter(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     Body(b): Body<CounterBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(&open, &caller, Command::RegisterCounter { counter: b.counter, commune: b.commune }).await
 }
 
@@ -226,8 +220,11 @@ pub(super) struct BoothBody {
     responses((status = 201, body = Done), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
-pub(super) async fn booth(open: Open, caller: Caller, Body(b): Body<BoothBody>) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
+pub(super) async fn booth(
+    open: Open,
+    caller: Authorized<AdminOnly>,
+    Body(b): Body<BoothBody>,
+) -> Result<impl IntoResponse, Problem> {
     let command = Command::ScheduleBooth {
         booth: b.booth,
         commune: b.commune,
@@ -260,10 +257,9 @@ pub(super) struct ComplaintBody {
 /// R13: a complaint from a citizen (through the portal) or the Sở.
 pub(super) async fn complaint(
     open: Open,
-    caller: Caller,
+    caller: Authorized<PortalOrAdmin>,
     Body(b): Body<ComplaintBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(&["portal", "admin"])?;
     let citizen = match &b.citizen {
         Some(c) => Some(cccd(&open, "citizen", c)?),
         None => None,
@@ -297,11 +293,10 @@ pub(super) struct Resolution {
 /// R13: an upheld complaint publishes a violation.
 pub(super) async fn resolve(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     PathParam(id): PathParam<u64>,
     Body(b): Body<Resolution>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     admin_command(
         &open,
         &caller,
@@ -335,10 +330,9 @@ pub(super) struct ViolationBody {
 )]
 pub(super) async fn violation(
     open: Open,
-    caller: Caller,
+    caller: Authorized<AdminOnly>,
     Body(b): Body<ViolationBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    admin(&caller)?;
     let command = Command::LogViolation {
         ca: ca_id("ca", &b.ca)?,
         kind: b.kind,

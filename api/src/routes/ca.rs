@@ -2,7 +2,7 @@
 
 use super::{Body, PathParam, QueryParams, Receipt, cccd, current_year, idempotency_key, opt_ca_id, receipt, submit};
 use crate::problem::Problem;
-use crate::{AppState, Caller, Open};
+use crate::{AppState, Authorized, CaOnly, CaOrAdmin, Caller, LookupRoles, Open, PortalOrAdmin};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
@@ -64,11 +64,10 @@ pub(super) struct LookupAnswer {
 /// every write acknowledged before it.
 pub(super) async fn lookup(
     open: Open,
-    caller: Caller,
+    caller: Authorized<LookupRoles>,
     PathParam(id): PathParam<String>,
     QueryParams(q): QueryParams<LookupQuery>,
 ) -> Result<Json<LookupAnswer>, Problem> {
-    caller.require(&["ca", "admin", "auditor"])?;
     let citizen = cccd(&open, "cccd", &id)?;
     let lookup_seq = match caller.ca() {
         Ok(ca) => {
@@ -198,11 +197,11 @@ async fn issuance(
 /// R1–R5, R18: record an issuance; 409 names the CA that holds the citizen.
 pub(super) async fn record(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOnly>,
     headers: HeaderMap,
     Body(body): Body<IssuanceBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    issuance(open, caller, headers, body, false).await
+    issuance(open, caller.0, headers, body, false).await
 }
 
 #[utoipa::path(
@@ -218,11 +217,11 @@ pub(super) async fn record(
 /// R7: the citizen switches to this CA; `free_until` stays the first CA's.
 pub(super) async fn switch(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOnly>,
     headers: HeaderMap,
     Body(body): Body<IssuanceBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    issuance(open, caller, headers, body, true).await
+    issuance(open, caller.0, headers, body, true).await
 }
 
 #[utoipa::path(
@@ -237,10 +236,14 @@ pub(super) async fn switch(
 /// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
 /// The body is read as it arrives and rows are recorded a batch at a time, so a large file
 /// neither waits for its last byte nor sits whole in memory.
-pub(super) async fn import(open: Open, caller: Caller, body: axum::body::Body) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn import(
+    open: Open,
+    caller: Authorized<CaOnly>,
+    body: axum::body::Body,
+) -> Result<impl IntoResponse, Problem> {
     use futures::StreamExt;
     let ca = caller.ca()?.clone();
-    let meta = event_store::Metadata { actor: caller.0.to_string(), ..Default::default() };
+    let meta = event_store::Metadata { actor: caller.0.0.to_string(), ..Default::default() };
     let max_bytes = open.0.limits.import_bytes;
     let mut import =
         commands::import::StreamingImport::new(super::writer(&open)?, meta, ca, current_year(&open), max_bytes);
@@ -286,10 +289,10 @@ pub(super) struct DemandQuery {
 /// R12: a CA sees its own demands; the Sở sees all.
 pub(super) async fn demands(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOrAdmin>,
     QueryParams(q): QueryParams<DemandQuery>,
 ) -> Result<impl IntoResponse, Problem> {
-    let ca = match caller.require(&["ca", "admin"])? {
+    let ca = match &caller.0.0 {
         crate::auth::Role::Ca(ca) => Some(ca.clone()),
         _ => None,
     };
@@ -333,11 +336,10 @@ pub(super) struct DemandAnswer {
 /// R12: the portal registers a citizen's demand.
 pub(super) async fn register_demand(
     open: Open,
-    caller: Caller,
+    caller: Authorized<PortalOrAdmin>,
     headers: HeaderMap,
     Body(body): Body<DemandBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(&["portal", "admin"])?;
     let key = idempotency_key(&headers)?;
     let citizen = cccd(&open, "citizen", &body.citizen)?;
     let chosen_ca = opt_ca_id("chosen_ca", body.chosen_ca.as_deref())?;
@@ -371,7 +373,7 @@ pub(super) async fn register_demand(
 /// R12: the CA takes the demand on.
 pub(super) async fn ack_demand(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOnly>,
     PathParam(id): PathParam<u64>,
 ) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
@@ -400,7 +402,7 @@ pub(super) struct StaffBody {
 /// R11: a CA registers a field staff member; the QR token is in this answer only.
 pub(super) async fn register_staff(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOnly>,
     Body(body): Body<StaffBody>,
 ) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
@@ -438,7 +440,7 @@ pub(super) async fn register_staff(
     responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
-pub(super) async fn list_staff(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
+pub(super) async fn list_staff(open: Open, caller: Authorized<CaOnly>) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?;
     Ok(Json(directory::staff_of(&open.get().store, ca).map_err(|e| Problem::internal("reading staff", e))?))
 }
@@ -455,7 +457,7 @@ pub(super) async fn list_staff(open: Open, caller: Caller) -> Result<impl IntoRe
 /// R11: revoke a staff member's badge; the next QR check fails.
 pub(super) async fn revoke_staff(
     open: Open,
-    caller: Caller,
+    caller: Authorized<CaOnly>,
     PathParam(id): PathParam<u64>,
 ) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();

@@ -3,7 +3,7 @@
 
 use super::{PathParam, QueryParams, ca_id, cccd, opt_ca_id, today};
 use crate::problem::Problem;
-use crate::{AppState, Caller, Open};
+use crate::{AppState, Auditors, Authorized, Open, Readers};
 use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
@@ -31,8 +31,6 @@ pub fn router() -> Router<AppState> {
         .route("/events", get(events))
 }
 
-const READERS: &[&str] = &["reporter", "admin", "auditor"];
-const AUDITORS: &[&str] = &["auditor", "admin"];
 const MAX_PAGE: usize = 10_000;
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -159,10 +157,9 @@ pub(super) async fn campaign(open: Open) -> Response {
 /// R14, R15, R18: issued certificates, filtered and grouped.
 pub(super) async fn counts(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Readers>,
     QueryParams(q): QueryParams<CountsQuery>,
 ) -> Result<Response, Problem> {
-    caller.require(READERS)?;
     let (filter, dims, csv) = (q.filter()?, q.dims()?, wants_csv(q.format.as_deref())?);
     let rows = open.get().projections.counts.read(|c| c.group_by(&filter, &dims));
     if csv {
@@ -198,10 +195,9 @@ pub(super) async fn counts(
 /// R15: CA → commune → district → province.
 pub(super) async fn rollup(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Readers>,
     QueryParams(q): QueryParams<CountsQuery>,
 ) -> Result<Response, Problem> {
-    caller.require(READERS)?;
     let filter = q.filter()?;
     Ok(Json(open.get().projections.counts.read(|c| c.rollup(&filter))).into_response())
 }
@@ -226,10 +222,9 @@ pub(super) struct DateQuery {
 /// R16: progress against the campaign's targets, as of a day (default today).
 pub(super) async fn targets(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Readers>,
     QueryParams(q): QueryParams<DateQuery>,
 ) -> Result<Response, Problem> {
-    caller.require(READERS)?;
     let r = open.get();
     let day = q.date.unwrap_or_else(|| today(&open));
     let t = r.projections.counts.read(|c| c.targets(&r.campaign, day));
@@ -260,8 +255,7 @@ pub(super) async fn targets(
     security(("bearer" = []))
 )]
 /// R2, R4, R12, R13: how each CA keeps the rules.
-pub(super) async fn compliance(open: Open, caller: Caller) -> Result<impl IntoResponse, Problem> {
-    caller.require(READERS)?;
+pub(super) async fn compliance(open: Open, _caller: Authorized<Readers>) -> Result<impl IntoResponse, Problem> {
     Ok(Json(open.get().projections.compliance.read(|c| c.report())))
 }
 
@@ -308,10 +302,9 @@ const DUE_SOON: usize = 20;
 /// R12: demands by CA and stage.
 pub(super) async fn demand_report(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Readers>,
     QueryParams(q): QueryParams<DemandReportQuery>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(READERS)?;
     let ca = opt_ca_id("ca", q.ca.as_deref())?;
     let r = open.get();
     let now = r.clock.now();
@@ -350,10 +343,9 @@ pub(super) async fn demand_report(
 /// R14: what each booth issued on a day (default today).
 pub(super) async fn booths(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Readers>,
     QueryParams(q): QueryParams<DateQuery>,
 ) -> Result<Response, Problem> {
-    caller.require(READERS)?;
     let r = open.get();
     let day = q.date.unwrap_or_else(|| today(&open));
     let lines = r.projections.counts.read(|c| c.booths(day));
@@ -378,10 +370,9 @@ pub(super) async fn booths(
 /// Every count traces back to events: the issuances behind a filter's total.
 pub(super) async fn explain(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Auditors>,
     QueryParams(q): QueryParams<CountsQuery>,
 ) -> Result<impl IntoResponse, Problem> {
-    caller.require(AUDITORS)?;
     let filter = q.filter()?;
     let r = open.get();
     let seqs = audit::explain(&r.store, &r.projections.audit.key_prefix(), &filter)
@@ -429,11 +420,10 @@ async fn trail(open: &Open, subject: Subject, page: &Page) -> Result<Response, P
 /// R13: everything that touched a citizen, in seq order.
 pub(super) async fn citizen_trail(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Auditors>,
     PathParam(id): PathParam<String>,
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, Problem> {
-    caller.require(AUDITORS)?;
     let citizen = cccd(&open, "cccd", &id)?;
     trail(&open, Subject::Citizen(citizen), &page).await
 }
@@ -450,11 +440,10 @@ pub(super) async fn citizen_trail(
 /// R13: everything a CA did or had done to it, in seq order.
 pub(super) async fn ca_trail(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Auditors>,
     PathParam(id): PathParam<String>,
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, Problem> {
-    caller.require(AUDITORS)?;
     let ca = ca_id("id", &id)?;
     trail(&open, Subject::Ca(ca), &page).await
 }
@@ -471,10 +460,9 @@ pub(super) async fn ca_trail(
 /// The raw log, decoded, a page at a time.
 pub(super) async fn events(
     open: Open,
-    caller: Caller,
+    _caller: Authorized<Auditors>,
     QueryParams(page): QueryParams<Page>,
 ) -> Result<Response, Problem> {
-    caller.require(AUDITORS)?;
     let r = open.get();
     let seqs: Vec<Seq> = (page.from().0..=r.store.last_seq().0).take(page.limit()).map(Seq).collect();
     let entries = audit::entries(&r.store, &seqs).map_err(|e| Problem::internal("reading the log", e))?;
