@@ -349,13 +349,58 @@ async fn listen_and_serve(
                 .await
                 .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
             println!("kyso listening on https://{listen} (data dir {})", data_dir.display());
-            tokio::spawn(axum_server::from_tcp_rustls(listener, config).handle(handle).serve(service))
+            let tls =
+                axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(FirstByteWithin(HEADER_READ_TIMEOUT));
+            let mut server = axum_server::from_tcp(listener).acceptor(tls);
+            slow_clients_limit(server.http_builder());
+            tokio::spawn(server.handle(handle).serve(service))
         }
         None => {
             println!("kyso listening on http://{listen} (data dir {})", data_dir.display());
-            tokio::spawn(axum_server::from_tcp(listener).handle(handle).serve(service))
+            let mut server = axum_server::from_tcp(listener).acceptor(FirstByteWithin(HEADER_READ_TIMEOUT));
+            slow_clients_limit(server.http_builder());
+            tokio::spawn(server.handle(handle).serve(service))
         }
     })
+}
+
+/// A client gets this long to send its request headers (and an idle keep-alive connection
+/// this long to start its next request), then the connection is closed: without a limit,
+/// clients that send nothing or trickle a byte now and then hold connections, and file
+/// descriptors, for ever. 30 s is hyper's own default and the request timeout.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// hyper applies its header timeout only with a timer.
+fn slow_clients_limit(http: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+}
+
+/// Drops a connection whose first byte does not arrive in time. hyper's header timeout
+/// starts only once the first bytes have told HTTP/1 from HTTP/2, so a client that connects
+/// and sends nothing would otherwise be held for ever.
+#[derive(Clone, Copy)]
+struct FirstByteWithin(Duration);
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for FirstByteWithin {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(tokio::net::TcpStream, S)>> + Send>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let limit = self.0;
+        Box::pin(async move {
+            // `peek` waits for a byte (or the end) without taking it; `readable()` alone may
+            // wake early, as tokio's docs warn.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+                Ok(peeked) => peeked.map(|_| (stream, service)),
+                Err(_) => {
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within the header timeout"))
+                }
+            }
+        })
+    }
 }
 
 fn follow(

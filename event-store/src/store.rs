@@ -518,7 +518,11 @@ impl EventStore {
     /// log, as one atomic batch. Not synced: what it writes can always be rebuilt from the
     /// log, and a crash only sends a projection back to its last checkpoint, which is in the
     /// same batch as its data. The log's own column families are refused.
-    pub fn write_aside(&self, cf: Cf, ops: impl IntoIterator<Item = AsideOp>) -> Result<(), StoreError> {
+    pub fn write_aside(
+        &self,
+        cf: Cf,
+        ops: impl IntoIterator<Item = impl std::borrow::Borrow<AsideOp>>,
+    ) -> Result<(), StoreError> {
         assert!(
             matches!(cf, Cf::Projections | Cf::State),
             "write_aside is for derived data; {} belongs to the log's writer",
@@ -527,11 +531,11 @@ impl EventStore {
         let handle = self.cf(cf);
         let mut wb = WriteBatch::default();
         for op in ops {
-            match op {
+            match op.borrow() {
                 AsideOp::Put(k, v) => wb.put_cf(handle, k, v),
                 AsideOp::DeletePrefix(p) => {
-                    let end = prefix_end(&p).expect("derived-data prefixes start with an ASCII letter");
-                    wb.delete_range_cf(handle, p, end)
+                    let end = prefix_end(p).expect("derived-data prefixes start with an ASCII letter");
+                    wb.delete_range_cf(handle, p, &end)
                 }
             }
         }

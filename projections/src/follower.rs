@@ -23,6 +23,8 @@ const CHUNK: usize = 4096;
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 /// How long the follower sleeps when it has caught up.
 const IDLE: Duration = Duration::from_millis(10);
+/// Wait before writing again after a storage error.
+const RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -340,16 +342,23 @@ pub struct Follower {
     slots: Vec<Arc<dyn Slot>>,
     last_snapshot: Instant,
     dirty: bool,
+    /// Keyed output of events already folded whose write failed (a full disk, say): written
+    /// before anything new is folded, so no event's keys are skipped.
+    unwritten: Vec<AsideOp>,
 }
 
 impl Follower {
     pub fn new(store: Arc<EventStore>, projections: &Projections) -> Self {
-        Self { store, slots: projections.slots(), last_snapshot: Instant::now(), dirty: false }
+        Self { store, slots: projections.slots(), last_snapshot: Instant::now(), dirty: false, unwritten: Vec::new() }
     }
 
     /// Folds up to one chunk of events past the slowest projection. Returns how many
     /// events it read (0: caught up).
     pub fn step(&mut self) -> Result<usize, FollowError> {
+        if !self.unwritten.is_empty() {
+            self.store.write_aside(Cf::Projections, &self.unwritten)?;
+            self.unwritten.clear();
+        }
         let mut ops = Vec::new();
         for s in &self.slots {
             s.finish_rebuild(&self.store, &mut ops)?;
@@ -365,8 +374,11 @@ impl Follower {
             }
             self.dirty = true;
         }
-        if !ops.is_empty() {
-            self.store.write_aside(Cf::Projections, ops)?;
+        if !ops.is_empty()
+            && let Err(e) = self.store.write_aside(Cf::Projections, &ops)
+        {
+            self.unwritten = ops;
+            return Err(e.into());
         }
         if self.dirty && (chunk.is_empty() || self.last_snapshot.elapsed() >= SNAPSHOT_EVERY) {
             self.persist()?;
@@ -389,14 +401,22 @@ impl Follower {
     }
 
     /// Follows the log on a thread of its own until `stop` is set, then writes a last
-    /// snapshot. An error (a log that no longer decodes) ends it; `/readyz` shows the lag.
+    /// snapshot. A failed write (a full disk) is retried every second, the folded state
+    /// kept in memory meanwhile; any other error (a log that no longer decodes) ends it, and
+    /// `/readyz` shows the lag.
     pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<(), FollowError>> {
         std::thread::Builder::new()
             .name("kyso-projections".into())
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    if self.step()? == 0 {
-                        std::thread::sleep(IDLE);
+                    match self.step() {
+                        Ok(0) => std::thread::sleep(IDLE),
+                        Ok(_) => {}
+                        Err(FollowError::Store(e)) if e.retryable() => {
+                            tracing::warn!(error = %e, "projections could not write; retrying in a second");
+                            std::thread::sleep(RETRY);
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 self.persist()
@@ -473,6 +493,7 @@ mod tests {
             slots: vec![live.clone()],
             last_snapshot: Instant::now(),
             dirty: false,
+            unwritten: Vec::new(),
         };
         follower.catch_up().unwrap();
         assert_eq!((live.read(|t| t.0), keys(&store, 4)), (10, 10));
@@ -489,6 +510,7 @@ mod tests {
             slots: vec![live.clone()],
             last_snapshot: Instant::now(),
             dirty: false,
+            unwritten: Vec::new(),
         };
         follower.catch_up().unwrap();
         *lock(&live.rebuild) = Some(RebuildProgress { done: 0, total: 5 });

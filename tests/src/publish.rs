@@ -48,9 +48,15 @@ pub async fn read_stream(url: &str, store: &EventStore) -> StreamCheck {
     let mut messages = consumer.messages().await.expect("a message feed");
     let mut check = StreamCheck::default();
     let mut expected = 1;
-    for _ in 0..in_stream {
-        let next = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next()).await;
-        let Ok(Some(Ok(m))) = next else { break };
+    let (mut delivered, deadline) = (0, tokio::time::Instant::now() + std::time::Duration::from_secs(300));
+    while delivered < in_stream {
+        // An error item (a missed heartbeat, say) is not the end of the stream.
+        let m = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(_))) => continue,
+            Ok(None) | Err(_) => break,
+        };
+        delivered += 1;
         let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
         let Some(seq) = header(publisher::HEADER_SEQ).and_then(|s| s.parse::<u64>().ok()) else {
             check.altered += 1;

@@ -361,13 +361,21 @@ pub(super) async fn register_demand(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct DemandAcknowledged {
+    demand: u64,
+    acknowledged: bool,
+    /// None when the demand was already acknowledged (nothing new was recorded).
+    receipt: Option<Receipt>,
+}
+
 #[utoipa::path(
     post,
     path = "/v1/demands/{id}/ack",
     tag = "ca",
     summary = "R12: acknowledge a demand",
     params(("id" = u64, Path)),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = DemandAcknowledged), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R12: the CA takes the demand on.
@@ -378,7 +386,7 @@ pub(super) async fn ack_demand(
 ) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
     let accepted = submit(&open, &caller, Command::AcknowledgeDemand { demand: id, ca }, None).await?;
-    Ok(Json(serde_json::json!({ "demand": id, "acknowledged": true, "receipt": receipt(&open, &accepted)? })))
+    Ok(Json(DemandAcknowledged { demand: id, acknowledged: true, receipt: receipt(&open, &accepted)? }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -390,13 +398,28 @@ pub(super) struct StaffBody {
     photo_ref: String,
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StaffRegistered {
+    staff: Option<u64>,
+    /// Shown this once; the registry keeps only its hash.
+    qr_token: String,
+    receipt: Option<Receipt>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StaffRevoked {
+    staff: u64,
+    revoked: bool,
+    receipt: Option<Receipt>,
+}
+
 #[utoipa::path(
     post,
     path = "/v1/staff",
     tag = "ca",
     summary = "R11: register a field staff member (QR token returned once)",
     request_body = StaffBody,
-    responses((status = 201, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 201, body = StaffRegistered), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R11: a CA registers a field staff member; the QR token is in this answer only.
@@ -426,10 +449,7 @@ pub(super) async fn register_staff(
         Event::StaffRegistered { staff, .. } => Some(*staff),
         _ => None,
     });
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "staff": staff, "qr_token": token, "receipt": receipt(&open, &accepted)? })),
-    ))
+    Ok((StatusCode::CREATED, Json(StaffRegistered { staff, qr_token: token, receipt: receipt(&open, &accepted)? })))
 }
 
 #[utoipa::path(
@@ -451,7 +471,7 @@ pub(super) async fn list_staff(open: Open, caller: Authorized<CaOnly>) -> Result
     tag = "ca",
     summary = "R11: revoke a staff member",
     params(("id" = u64, Path)),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = StaffRevoked), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R11: revoke a staff member's badge; the next QR check fails.
@@ -462,7 +482,7 @@ pub(super) async fn revoke_staff(
 ) -> Result<impl IntoResponse, Problem> {
     let ca = caller.ca()?.clone();
     let accepted = submit(&open, &caller, Command::RevokeStaff { ca, staff: id }, None).await?;
-    Ok(Json(serde_json::json!({ "staff": id, "revoked": true, "receipt": receipt(&open, &accepted)? })))
+    Ok(Json(StaffRevoked { staff: id, revoked: true, receipt: receipt(&open, &accepted)? }))
 }
 
 #[utoipa::path(

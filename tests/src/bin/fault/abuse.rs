@@ -3,7 +3,7 @@
 //! CCCDs, unknown routes, wrong roles and methods, reused idempotency keys). Every bad request
 //! must get the status it deserves, never a 5xx; honest clients must keep being served.
 
-use crate::load::{Ack, Load, Tally, check_log, citizen, issuance_body};
+use crate::load::{Ack, Load, LogCheck, Tally, check_log, citizen, issuance_body};
 use crate::server::Kyso;
 use crate::{Row, Size};
 use reqwest::Method;
@@ -219,23 +219,32 @@ async fn idle(port: u16, n: usize) -> Vec<TcpStream> {
     held
 }
 
-/// A client that sends a valid request a byte every 50 ms.
-async fn slow(port: u16, ca: String, n: u64) {
-    let body = serde_json::to_string(&issuance_body(&citizen(70_000_000 + n))).expect("json");
+/// A client that sends a valid request a byte every 250 ms (its headers alone would take
+/// 40 s); returns whether the server cut it off before the headers were complete.
+async fn slow(port: u16, ca: String, n: u64) -> bool {
     let request = format!(
-        "POST /v1/issuances HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ca}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
+        "POST /v1/issuances HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {ca}\r\ncontent-type: application/json\r\nx-slow: {n}\r\n\r\n"
     );
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else { return };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else { return false };
     for b in request.as_bytes() {
         if s.write_all(std::slice::from_ref(b)).await.is_err() {
-            return;
+            return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    false
 }
 
-pub async fn run(binary: &str, size: Size) -> Option<Row> {
+/// Connections the server has closed: a read does not wait (end of stream, a reset, or an
+/// answer such as a 408).
+fn closed(held: &[TcpStream]) -> usize {
+    let mut buf = [0u8; 1];
+    held.iter()
+        .filter(|s| !matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+        .count()
+}
+
+pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut kyso = Kyso::new(binary, &dir.path().join("data"), &[]);
     kyso.start().await;
@@ -244,8 +253,12 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
     let tally = Arc::new(Tally::default());
     let load = Load::start(&kyso.http, kyso.url("/v1/issuances"), &ca, size.clients.div_ceil(4), &tally);
 
+    let opened = std::time::Instant::now();
     let held = idle(kyso.port, IDLE_CONNECTIONS).await;
     eprintln!("  {} idle connections held", held.len());
+    if held.len() < IDLE_CONNECTIONS {
+        eprintln!("  could not open {IDLE_CONNECTIONS} connections: raise `ulimit -n` (./scripts/fault does)");
+    }
     let slow_clients: Vec<_> = (0..SLOW_CLIENTS as u64).map(|n| tokio::spawn(slow(kyso.port, ca.clone(), n))).collect();
     let acked_before = tally.acks.lock().expect("not poisoned").len();
 
@@ -283,16 +296,25 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
         wrong.fetch_add(1, Ordering::Relaxed);
     }
     load.stop().await;
+    // The server gives headers 30 s: by now every slow client and idle connection is cut.
+    tokio::time::sleep(Duration::from_secs(34).saturating_sub(opened.elapsed())).await;
+    let mut cut = 0;
     for c in slow_clients {
-        c.abort();
+        cut += usize::from(c.await.expect("a slow client"));
     }
+    let closed = closed(&held);
+    eprintln!(
+        "  cut off by the server: {cut} of {SLOW_CLIENTS} slow clients, {closed} of {} idle connections",
+        held.len()
+    );
+    wrong.fetch_add((SLOW_CLIENTS - cut + IDLE_CONNECTIONS - closed) as u64, Ordering::Relaxed);
     drop(held);
     let mut kyso = Arc::into_inner(kyso).expect("the senders are done");
     let alive = kyso.alive();
-    kyso.stop();
+    let clean = kyso.stop();
     let acks = tally.acks.lock().expect("not poisoned");
-    let (found, duplicated) = check_log(&kyso.data, &acks);
-    Some(Row {
+    let LogCheck { found, duplicated, .. } = check_log(&kyso.data, &acks);
+    Ok(Row {
         scenario: format!(
             "{IDLE_CONNECTIONS} idle + {SLOW_CLIENTS} slow connections, bad requests, reused keys, under HTTP load"
         ),
@@ -303,6 +325,6 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
         acknowledged: acks.len() as u64,
         found,
         duplicated,
-        wrong: wrong.load(Ordering::Relaxed) + tally.wrong.load(Ordering::Relaxed) + u64::from(!alive),
+        wrong: wrong.load(Ordering::Relaxed) + tally.wrong.load(Ordering::Relaxed) + u64::from(!alive || !clean),
     })
 }

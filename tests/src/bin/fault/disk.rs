@@ -2,7 +2,7 @@
 //! while clients record. Writes must answer 503 (never a 500), reads keep working, the
 //! process stays up, and once the ballast is gone the registry records again by itself.
 
-use crate::load::{Load, Tally, check_log, citizen, issuance_body};
+use crate::load::{Load, LogCheck, Tally, check_log, citizen, issuance_body};
 use crate::server::Kyso;
 use crate::{Row, Size};
 use std::io::Write;
@@ -41,11 +41,10 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-pub async fn run(binary: &str, size: Size) -> Option<Row> {
+pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     let Some(mount) = Tmpfs::mount(dir.path(), "512m") else {
-        eprintln!("  skipped: mounting a tmpfs needs root (run ./scripts/fault as root)");
-        return None;
+        return Err("mounting a tmpfs needs root (run ./scripts/fault as root)".into());
     };
     let mut kyso = Kyso::new(binary, &mount.0.join("data"), &[]);
     kyso.start().await;
@@ -56,15 +55,17 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
     let load = Load::start(&kyso.http, kyso.url("/v1/issuances"), &ca, size.clients, &tally);
     tokio::time::sleep(size.per_round).await;
 
+    let refused_before = tally.unavailable.load(Ordering::Relaxed);
     let ballast = mount.0.join("ballast");
     let filled = fill(&ballast);
     eprintln!("  disk full: {} MiB of ballast", filled >> 20);
     let mut wrong = 0;
     let failed_from = Instant::now();
-    while tally.unavailable.load(Ordering::Relaxed) == 0 && failed_from.elapsed() < Duration::from_secs(60) {
+    while tally.unavailable.load(Ordering::Relaxed) == refused_before && failed_from.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if tally.unavailable.load(Ordering::Relaxed) == 0 {
+    if tally.unavailable.load(Ordering::Relaxed) == refused_before {
         eprintln!("  writes never answered 503 on a full disk");
         wrong += 1;
     }
@@ -84,7 +85,7 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
     }
     if !kyso.alive() {
         eprintln!("  kyso exited on a full disk");
-        return Some(Row {
+        return Ok(Row {
             scenario: "disk full".into(),
             operations: tally.sent.load(Ordering::Relaxed),
             acknowledged: tally.acks.lock().expect("not poisoned").len() as u64,
@@ -119,15 +120,36 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
     load.stop().await;
     let after = tally.acks.lock().expect("not poisoned").len();
     eprintln!("  acknowledged: {acked_while_full} before space returned, {after} in all");
-    kyso.stop();
+    // The projections kept what they folded while they could not write: once caught up, the
+    // counts report holds every issuance of the log (checked below).
+    let reported = reported_issued(&kyso, &reporter).await;
+    let clean = kyso.stop();
     let acks = tally.acks.lock().expect("not poisoned");
-    let (found, duplicated) = check_log(&kyso.data, &acks);
-    Some(Row {
+    let LogCheck { found, duplicated, issued } = check_log(&kyso.data, &acks);
+    if reported != Some(issued) {
+        eprintln!("  the counts report says {reported:?} issued, the log holds {issued}");
+        wrong += 1;
+    }
+    Ok(Row {
         scenario: "disk full under HTTP load, then space freed".into(),
         operations: tally.sent.load(Ordering::Relaxed),
         acknowledged: acks.len() as u64,
         found,
         duplicated,
-        wrong: wrong + tally.wrong.load(Ordering::Relaxed),
+        wrong: wrong + tally.wrong.load(Ordering::Relaxed) + u64::from(!clean),
     })
+}
+
+/// Issued in all, from the counts report, once `/readyz` shows no projection lag (a minute
+/// at most).
+async fn reported_issued(kyso: &Kyso, reporter: &str) -> Option<u64> {
+    for _ in 0..600 {
+        let ready = kyso.http.get(kyso.url("/readyz")).send().await.ok()?.json::<serde_json::Value>().await.ok()?;
+        if ready["projection_lag"] == 0 {
+            let counts = kyso.http.get(kyso.url("/v1/reports/counts")).bearer_auth(reporter).send().await.ok()?;
+            return counts.json::<serde_json::Value>().await.ok()?[0]["issued"].as_u64();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }

@@ -1,12 +1,12 @@
 //! SIGKILL under HTTP load, repeatedly; then every 201 receipt must be in the log.
 
-use crate::load::{Load, Tally, check_log};
+use crate::load::{Load, LogCheck, Tally, check_log};
 use crate::server::Kyso;
 use crate::{Row, Size};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub async fn run(binary: &str, size: Size) -> Option<Row> {
+pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut kyso = Kyso::new(binary, &dir.path().join("data"), &[]);
     let tally = Arc::new(Tally::default());
@@ -23,15 +23,15 @@ pub async fn run(binary: &str, size: Size) -> Option<Row> {
     }
     // One more start: the registry recovers, then stops cleanly for the offline check.
     kyso.start().await;
-    kyso.stop();
+    let clean = kyso.stop();
     let acks = tally.acks.lock().expect("not poisoned");
-    let (found, duplicated) = check_log(&kyso.data, &acks);
-    Some(Row {
+    let LogCheck { found, duplicated, .. } = check_log(&kyso.data, &acks);
+    Ok(Row {
         scenario: format!("kill -9 under HTTP load ×{}", size.rounds),
         operations: tally.sent.load(Ordering::Relaxed),
         acknowledged: acks.len() as u64,
         found,
         duplicated,
-        wrong: tally.wrong.load(Ordering::Relaxed),
+        wrong: tally.wrong.load(Ordering::Relaxed) + u64::from(!clean),
     })
 }

@@ -3,7 +3,7 @@
 use kyso_tests::nats::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every scenario starts the registry's clock here (a weekday in the campaign's phase 1).
 pub const START: &str = "2023-09-01T08:00:00Z";
@@ -14,6 +14,9 @@ pub struct Kyso {
     pub port: u16,
     extra: Vec<String>,
     child: Option<Child>,
+    /// The server's stderr, outside the data dir (which may be a full disk); shown when it
+    /// does not stop cleanly.
+    log: tempfile::NamedTempFile,
     pub http: reqwest::Client,
 }
 
@@ -26,6 +29,7 @@ impl Kyso {
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            log: tempfile::NamedTempFile::new().expect("a log file"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client"),
         }
     }
@@ -42,12 +46,14 @@ impl Kyso {
             .arg(&self.data)
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log.reopen().expect("the log file"))
             .spawn()
             .expect("kyso starts");
         self.child = Some(child);
-        for _ in 0..600 {
-            if self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let probe = self.http.get(self.url("/readyz")).timeout(Duration::from_secs(1)).send().await;
+            if probe.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,12 +68,28 @@ impl Kyso {
         }
     }
 
-    /// SIGTERM and wait: the server drains its writer and exits.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            child.wait().expect("reaped");
+    /// SIGTERM: the server drains its writer and exits. Whether it exited, with 0, within a
+    /// minute (if not, it is killed).
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                if !status.success() {
+                    let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                    eprintln!("  kyso exited with {status} after SIGTERM; its log ends:");
+                    tail.iter().rev().for_each(|l| eprintln!("    {l}"));
+                }
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!("  kyso did not stop within a minute of SIGTERM; killed");
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Whether the process is still running (it must survive every scenario).
