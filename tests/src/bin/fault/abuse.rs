@@ -1,4 +1,4 @@
-//! Abuse while honest clients record: thousands of idle connections, slow clients that
+//! Abuse while a storm of honest clients records: thousands of idle connections, slow clients that
 //! trickle their bytes, and bad requests at volume (oversized and malformed bodies, invalid
 //! CCCDs, unknown routes, wrong roles and methods, reused idempotency keys). Every bad request
 //! must get the status it deserves, never a 5xx; honest clients must keep being served.
@@ -251,7 +251,9 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let ca = kyso.register_ca(&kyso.token("admin"), "VNPT-CA").await;
     let portal = kyso.token("portal");
     let tally = Arc::new(Tally::default());
-    let load = Load::start(&kyso.http, kyso.url("/v1/issuances"), &ca, size.clients.div_ceil(4), &tally);
+    // A storm of honest clients, each on its own connection, beside the abuse.
+    let storm = size.clients * 32;
+    let load = Load::start(&kyso.http, kyso.url("/v1/issuances"), &ca, storm, &tally);
 
     let opened = std::time::Instant::now();
     let held = idle(kyso.port, IDLE_CONNECTIONS).await;
@@ -316,7 +318,7 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let LogCheck { found, duplicated, .. } = check_log(&kyso.data, &acks);
     Ok(Row {
         scenario: format!(
-            "{IDLE_CONNECTIONS} idle + {SLOW_CLIENTS} slow connections, bad requests, reused keys, under HTTP load"
+            "{storm} clients at once + {IDLE_CONNECTIONS} idle + {SLOW_CLIENTS} slow connections, bad requests, reused keys"
         ),
         operations: tally.sent.load(Ordering::Relaxed)
             + bad_sent.load(Ordering::Relaxed)
