@@ -36,17 +36,18 @@ struct Bad {
 fn table(ca: &str, portal: &str) -> Vec<Bad> {
     let json = |v: serde_json::Value| serde_json::to_vec(&v).expect("json");
     let valid = json(issuance_body(&citizen(90_000_000)));
-    fn bad(
-        what: &'static str,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        content_type: &'static str,
-        body: Vec<u8>,
-        expect: &'static [u16],
-    ) -> Bad {
-        Bad { what, method, path: path.to_string(), token: token.map(str::to_string), content_type, body, expect }
-    }
+    let bad = |what, method, path: &str, token: Option<&str>, content_type, body, expect| Bad {
+        what,
+        method,
+        path: path.to_string(),
+        token: token.map(str::to_string),
+        content_type,
+        body,
+        expect,
+    };
+    // Most rows are the CA posting a JSON issuance that is wrong in one way.
+    let issuance =
+        |what, body, expect| bad(what, Method::POST, "/v1/issuances", Some(ca), "application/json", body, expect);
     vec![
         bad("no token", Method::POST, "/v1/issuances", None, "application/json", valid.clone(), &[401]),
         bad(
@@ -70,79 +71,33 @@ fn table(ca: &str, portal: &str) -> Vec<Bad> {
         bad("CA registers a CA", Method::POST, "/v1/cas", Some(ca), "application/json", b"{}".to_vec(), &[403]),
         bad("unknown route", Method::GET, "/v1/nothing-here", Some(ca), "", vec![], &[404]),
         bad("wrong method", Method::DELETE, "/v1/issuances", Some(ca), "", vec![], &[405]),
-        bad(
-            "malformed JSON",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            b"{\"citizen\": ".to_vec(),
-            &[400],
-        ),
-        bad(
-            "binary garbage",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            vec![0xff, 0xfe, 0, 1, 2],
-            &[400],
-        ),
-        bad("wrong content type", Method::POST, "/v1/issuances", Some(ca), "text/plain", valid.clone(), &[415]),
-        bad(OVERSIZED, Method::POST, "/v1/issuances", Some(ca), "application/json", vec![b' '; 3 << 20], &[413]),
-        bad(
-            "wrong field types",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            json(serde_json::json!({"citizen": 5})),
-            &[400, 422],
-        ),
-        bad(
-            "short CCCD",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            json(issuance_body("046123")),
-            &[422],
-        ),
-        bad(
-            "CCCD of no province",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            json(issuance_body("999140000001")),
-            &[422],
-        ),
+        bad("wrong content type", Method::POST, "/v1/issuances", Some(ca), "text/plain", valid, &[415]),
         bad("CCCD in the path", Method::GET, "/v1/citizens/04614x000001", Some(ca), "", vec![], &[400, 422]),
-        bad(
-            "CCCD of a child",
-            Method::POST,
-            "/v1/issuances",
-            Some(ca),
-            "application/json",
-            json(issuance_body("046220000001")),
-            &[422],
-        ),
+        issuance("malformed JSON", b"{\"citizen\": ".to_vec(), &[400]),
+        issuance("binary garbage", vec![0xff, 0xfe, 0, 1, 2], &[400]),
+        issuance(OVERSIZED, vec![b' '; 3 << 20], &[413]),
+        issuance("wrong field types", json(serde_json::json!({"citizen": 5})), &[400, 422]),
+        issuance("short CCCD", json(issuance_body("046123")), &[422]),
+        issuance("CCCD of no province", json(issuance_body("999140000001")), &[422]),
+        issuance("CCCD of a child", json(issuance_body("046220000001")), &[422]),
     ]
 }
 
-/// Sends the table `BAD_ROUNDS` times; returns (requests, wrong answers).
-/// Wrong answers per kind of bad request: how many, and the first one.
-type Misses = Mutex<HashMap<&'static str, (u64, String)>>;
-
-async fn send_bad(
+/// What the bad-request senders share: the table, and what they count.
+struct BadRun {
     kyso: Arc<Kyso>,
-    table: Arc<Vec<Bad>>,
-    sent: Arc<AtomicU64>,
-    wrong: Arc<AtomicU64>,
-    misses: Arc<Misses>,
-) {
+    table: Vec<Bad>,
+    sent: AtomicU64,
+    wrong: AtomicU64,
+    /// Wrong answers per kind of bad request: how many, and the first one.
+    misses: Mutex<HashMap<&'static str, (u64, String)>>,
+}
+
+/// Sends the table `BAD_ROUNDS` times, counting every answer other than the expected one.
+async fn send_bad(run: Arc<BadRun>) {
+    let BadRun { kyso, table, sent, wrong, misses } = &*run;
     for _ in 0..BAD_ROUNDS {
-        for b in table.iter() {
+        for b in table {
             let mut req = kyso.http.request(b.method.clone(), kyso.url(&b.path)).body(b.body.clone());
             if let Some(t) = &b.token {
                 req = req.bearer_auth(t);
@@ -264,38 +219,32 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let slow_clients: Vec<_> = (0..SLOW_CLIENTS as u64).map(|n| tokio::spawn(slow(kyso.port, ca.clone(), n))).collect();
     let acked_before = tally.acks.lock().expect("not poisoned").len();
 
-    let (bad_sent, wrong) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let table = Arc::new(table(&ca, &portal));
-    let misses: Arc<Misses> = Arc::default();
     let kyso = Arc::new(kyso);
-    let senders: Vec<_> = (0..BAD_SENDERS)
-        .map(|_| {
-            tokio::spawn(send_bad(
-                Arc::clone(&kyso),
-                Arc::clone(&table),
-                Arc::clone(&bad_sent),
-                Arc::clone(&wrong),
-                Arc::clone(&misses),
-            ))
-        })
-        .collect();
+    let run = Arc::new(BadRun {
+        kyso: Arc::clone(&kyso),
+        table: table(&ca, &portal),
+        sent: AtomicU64::new(0),
+        wrong: AtomicU64::new(0),
+        misses: Mutex::default(),
+    });
+    let senders: Vec<_> = (0..BAD_SENDERS).map(|_| tokio::spawn(send_bad(Arc::clone(&run)))).collect();
     let mut key_ops = 0;
     for n in 0..200 {
         let (ack, ops, bad) = reuse_key(&kyso, &ca, n).await;
         key_ops += ops;
-        wrong.fetch_add(bad, Ordering::Relaxed);
+        run.wrong.fetch_add(bad, Ordering::Relaxed);
         tally.acks.lock().expect("not poisoned").extend(ack);
     }
     for s in senders {
         s.await.expect("a bad-request sender");
     }
-    for (what, (n, first)) in misses.lock().expect("not poisoned").iter() {
+    for (what, (n, first)) in run.misses.lock().expect("not poisoned").iter() {
         eprintln!("  {what}: {n} wrong answers, the first {first}");
     }
     let served_meanwhile = tally.acks.lock().expect("not poisoned").len() - acked_before;
     eprintln!("  honest issuances acknowledged during the abuse: {served_meanwhile}");
     if served_meanwhile == 0 {
-        wrong.fetch_add(1, Ordering::Relaxed);
+        run.wrong.fetch_add(1, Ordering::Relaxed);
     }
     load.stop().await;
     // The server gives headers 30 s: by now every slow client and idle connection is cut.
@@ -309,8 +258,10 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
         "  cut off by the server: {cut} of {SLOW_CLIENTS} slow clients, {closed} of {} idle connections",
         held.len()
     );
-    wrong.fetch_add((SLOW_CLIENTS - cut + IDLE_CONNECTIONS - closed) as u64, Ordering::Relaxed);
+    run.wrong.fetch_add((SLOW_CLIENTS - cut + IDLE_CONNECTIONS - closed) as u64, Ordering::Relaxed);
     drop(held);
+    let (bad_sent, wrong) = (run.sent.load(Ordering::Relaxed), run.wrong.load(Ordering::Relaxed));
+    drop(run);
     let mut kyso = Arc::into_inner(kyso).expect("the senders are done");
     let alive = kyso.alive();
     let clean = kyso.stop();
@@ -320,13 +271,10 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
         scenario: format!(
             "{storm} clients at once + {IDLE_CONNECTIONS} idle + {SLOW_CLIENTS} slow connections, bad requests, reused keys"
         ),
-        operations: tally.sent.load(Ordering::Relaxed)
-            + bad_sent.load(Ordering::Relaxed)
-            + key_ops
-            + (IDLE_CONNECTIONS + SLOW_CLIENTS) as u64,
+        operations: tally.sent.load(Ordering::Relaxed) + bad_sent + key_ops + (IDLE_CONNECTIONS + SLOW_CLIENTS) as u64,
         acknowledged: acks.len() as u64,
         found,
         duplicated,
-        wrong: wrong.load(Ordering::Relaxed) + tally.wrong.load(Ordering::Relaxed) + u64::from(!alive || !clean),
+        wrong: wrong + tally.wrong.load(Ordering::Relaxed) + u64::from(!alive || !clean),
     })
 }

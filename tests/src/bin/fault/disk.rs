@@ -140,16 +140,11 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     })
 }
 
-/// Issued in all, from the counts report, once `/readyz` shows no projection lag (a minute
-/// at most).
+/// Issued in all, from the counts report, once `/readyz` shows no projection lag.
 async fn reported_issued(kyso: &Kyso, reporter: &str) -> Option<u64> {
-    for _ in 0..600 {
-        let ready = kyso.http.get(kyso.url("/readyz")).send().await.ok()?.json::<serde_json::Value>().await.ok()?;
-        if ready["projection_lag"] == 0 {
-            let counts = kyso.http.get(kyso.url("/v1/reports/counts")).bearer_auth(reporter).send().await.ok()?;
-            return counts.json::<serde_json::Value>().await.ok()?[0]["issued"].as_u64();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !kyso.readyz_until(|r| r["projection_lag"] == 0).await {
+        return None;
     }
-    None
+    let counts = kyso.http.get(kyso.url("/v1/reports/counts")).bearer_auth(reporter).send().await.ok()?;
+    counts.json::<serde_json::Value>().await.ok()?[0]["issued"].as_u64()
 }

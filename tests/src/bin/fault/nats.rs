@@ -8,7 +8,6 @@ use event_store::EventStore;
 use kyso_tests::nats::NatsServer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -26,7 +25,10 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     }
     tokio::time::sleep(size.per_round).await;
     load.stop().await;
-    let caught_up = wait_published(&kyso).await;
+    let caught_up = kyso.readyz_until(|r| r["publish_lag"] == 0).await;
+    if !caught_up {
+        eprintln!("  the publisher did not catch up within a minute");
+    }
     let clean = kyso.stop();
 
     let store: Arc<EventStore> = EventStore::open_read_only(&kyso.data).expect("the log opens");
@@ -44,20 +46,4 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
         duplicated: duplicated + stream.duplicated,
         wrong: tally.wrong.load(Ordering::Relaxed) + u64::from(!clean),
     })
-}
-
-/// Waits (up to a minute) until `/readyz` reports a publish lag of 0.
-async fn wait_published(kyso: &Kyso) -> bool {
-    for _ in 0..600 {
-        let ready = kyso.http.get(kyso.url("/readyz")).send().await;
-        if let Ok(r) = ready
-            && let Ok(v) = r.json::<serde_json::Value>().await
-            && v["publish_lag"] == 0
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("  the publisher did not catch up within a minute");
-    false
 }

@@ -50,15 +50,25 @@ impl Kyso {
             .spawn()
             .expect("kyso starts");
         self.child = Some(child);
+        if !self.readyz_until(|r| r["ready"] == true).await {
+            panic!("kyso on port {} not ready within a minute", self.port);
+        }
+    }
+
+    /// Polls `/readyz` until its answer satisfies `until`; false if a minute passes first.
+    pub async fn readyz_until(&self, until: impl Fn(&serde_json::Value) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let probe = self.http.get(self.url("/readyz")).timeout(Duration::from_secs(1)).send().await;
-            if probe.is_ok_and(|r| r.status() == 200) {
-                return;
+            if let Ok(r) = probe
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && until(&v)
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("kyso on port {} not ready within a minute", self.port);
+        false
     }
 
     pub fn kill9(&mut self) {
