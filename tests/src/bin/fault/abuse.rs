@@ -16,6 +16,9 @@ use tokio::net::TcpStream;
 
 const IDLE_CONNECTIONS: usize = 3000;
 const SLOW_CLIENTS: usize = 100;
+/// How long after the idle connections were opened all of them must be cut: the server's 30 s
+/// plus room for a backlog and a busy CI machine.
+const IDLE_CUT_WITHIN: Duration = Duration::from_secs(75);
 /// Rounds of the bad-request table per sender, and senders.
 const BAD_ROUNDS: usize = 40;
 const BAD_SENDERS: usize = 16;
@@ -247,13 +250,19 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
         run.wrong.fetch_add(1, Ordering::Relaxed);
     }
     load.stop().await;
-    // The server gives headers 30 s: by now every slow client and idle connection is cut.
-    tokio::time::sleep(Duration::from_secs(34).saturating_sub(opened.elapsed())).await;
     let mut cut = 0;
     for c in slow_clients {
         cut += usize::from(c.await.expect("a slow client"));
     }
-    let closed = closed(&held);
+    // The server gives a connection 30 s from when it accepts it, and under the storm a
+    // connection can wait in the listen backlog before that: poll with room to spare rather
+    // than count once at 30 s (a CI run saw 2999 of 3000 closed at 34 s).
+    let mut closed_now = closed(&held);
+    while closed_now < held.len() && opened.elapsed() < IDLE_CUT_WITHIN {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        closed_now = closed(&held);
+    }
+    let closed = closed_now;
     eprintln!(
         "  cut off by the server: {cut} of {SLOW_CLIENTS} slow clients, {closed} of {} idle connections",
         held.len()
