@@ -76,6 +76,9 @@ pub fn synthetic_log(dir: &Path, events: u64) -> Arc<EventStore> {
 pub fn table(base: &Path, events: u64) {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let store = synthetic_log(dir.path(), events);
+    let t = Instant::now();
+    store.settle().expect("flush and compactions");
+    eprintln!("  compactions after writing the log: {:.1}s", t.elapsed().as_secs_f64());
     let last = store.last_seq();
     println!();
     println!("Rebuild from a synthetic log of {} events (2/3 issuances, 1/3 lookups):", fmt(events as f64));

@@ -3,7 +3,7 @@
 //! upcaster path, keyed by (type, schema_version).
 
 use crate::domain::event::Event;
-use event_store::{Envelope, EventData, StreamId};
+use event_store::{Envelope, EnvelopeRef, EventData, StreamId};
 
 /// The schema version every event is written with today.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -87,18 +87,23 @@ pub fn encode(e: &Event) -> (StreamId, EventData) {
 
 /// The one upcaster path: every stored (type, version) decodes to today's `Event`.
 pub fn decode(env: &Envelope) -> Result<Event, DecodeError> {
-    let (seq, event_type, schema_version) = (env.seq.0, env.event_type.clone(), env.schema_version);
+    decode_ref(&env.view())
+}
+
+/// [`decode`] from a borrowed envelope (a pass over the whole log copies nothing else).
+pub fn decode_ref(env: &EnvelopeRef<'_>) -> Result<Event, DecodeError> {
+    let (seq, event_type, schema_version) = (env.seq.0, env.event_type, env.schema_version);
     if schema_version != SCHEMA_VERSION {
-        return Err(DecodeError::UnknownSchema { seq, event_type, schema_version });
+        return Err(DecodeError::UnknownSchema { seq, event_type: event_type.to_string(), schema_version });
     }
-    let event: Event = postcard::from_bytes(&env.payload).map_err(|source| DecodeError::Malformed {
+    let event: Event = postcard::from_bytes(env.payload).map_err(|source| DecodeError::Malformed {
         seq,
-        event_type: event_type.clone(),
+        event_type: event_type.to_string(),
         schema_version,
         source,
     })?;
     if type_name(&event) != event_type {
-        return Err(DecodeError::TypeMismatch { seq, envelope: event_type, payload: type_name(&event) });
+        return Err(DecodeError::TypeMismatch { seq, envelope: event_type.to_string(), payload: type_name(&event) });
     }
     Ok(event)
 }

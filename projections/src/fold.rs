@@ -2,7 +2,7 @@
 
 use commands::codec::{self, DecodeError};
 use commands::domain::Event;
-use event_store::{AsideOp, Envelope, RegistryTime, Seq};
+use event_store::{AsideOp, Envelope, EnvelopeRef, RegistryTime, Seq};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -27,6 +27,11 @@ impl Decoded {
     pub fn from_envelope(env: Envelope) -> Result<Self, DecodeError> {
         let event = codec::decode(&env)?;
         Ok(Self { seq: env.seq, recorded_at: env.recorded_at, actor: env.meta.actor, event })
+    }
+
+    pub fn from_ref(env: &EnvelopeRef<'_>) -> Result<Self, DecodeError> {
+        let event = codec::decode_ref(env)?;
+        Ok(Self { seq: env.seq, recorded_at: env.recorded_at, actor: env.meta.actor.to_string(), event })
     }
 
     pub fn ctx(&self) -> Ctx<'_> {

@@ -5,7 +5,7 @@ use crate::compliance::Compliance;
 use crate::counts::Counts;
 use crate::demands::DemandBoard;
 use crate::fold::{Fold, KeyOut};
-use crate::follower::{FollowError, decoded_range};
+use crate::follower::{FollowError, for_each_chunk};
 use event_store::{EventStore, RegistryTime, Seq, StoreError};
 
 /// The report projections at one point of the log.
@@ -21,14 +21,16 @@ pub struct AsOf {
 pub fn as_of(store: &EventStore, upto: Seq) -> Result<AsOf, FollowError> {
     let mut out = AsOf::default();
     let mut keys = KeyOut::default();
-    for d in decoded_range(store, Seq(1), upto) {
-        let d = d?;
-        let ctx = d.ctx();
-        out.counts.apply(&ctx, &d.event, &mut keys);
-        out.compliance.apply(&ctx, &d.event, &mut keys);
-        out.demands.apply(&ctx, &d.event, &mut keys);
-        out.seq = d.seq;
-    }
+    for_each_chunk(store, Seq(1), upto, |chunk| {
+        for d in chunk {
+            let ctx = d.ctx();
+            out.counts.apply(&ctx, &d.event, &mut keys);
+            out.compliance.apply(&ctx, &d.event, &mut keys);
+            out.demands.apply(&ctx, &d.event, &mut keys);
+            out.seq = d.seq;
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
