@@ -256,7 +256,7 @@ pub async fn run(binary: &str, size: Size) -> Result<Row, String> {
     }
     // The server gives a connection 30 s from when it accepts it, and under the storm a
     // connection can wait in the listen backlog before that: poll with room to spare rather
-    // than count once at 30 s (a CI run saw 2999 of 3000 closed at 34 s).
+    // than count once (a CI run saw 2999 of 3000 closed at 34 s).
     let mut closed_now = closed(&held);
     while closed_now < held.len() && opened.elapsed() < IDLE_CUT_WITHIN {
         tokio::time::sleep(Duration::from_millis(250)).await;
