@@ -253,6 +253,12 @@ impl<'a> EnvelopeRef<'a> {
         postcard::from_bytes(bytes)
     }
 
+    /// `bytes`, stored under `seq`, decoded and checked to be that seq's envelope; the
+    /// errors name the seq, as the store's own reads do.
+    pub fn decode_at(seq: Seq, bytes: &'a [u8]) -> Result<Self, crate::StoreError> {
+        crate::store::decode_at(seq.0, bytes, |e: &Self| e.seq)
+    }
+
     /// The leaf bytes, as [`Envelope::leaf_bytes`], appended to `out`.
     pub fn write_leaf_bytes(&self, salt: Option<&Salt>, out: &mut Vec<u8>) {
         let body = match salt {

@@ -6,12 +6,14 @@
 //! - [`checkpoint`]: signed tree heads (C2SP signed notes) and the registry's Ed25519 key.
 //! - [`receipt`]: a CA's self-contained proof that its event is in the signed log.
 //! - [`verify`]: proof checks with no storage code, for auditors and third parties.
+//! - [`pipeline`]: two stages on two cores for passes over the whole log.
 
 pub mod cf;
 pub mod checkpoint;
 mod envelope;
 mod error;
 pub mod merkle;
+pub mod pipeline;
 pub mod receipt;
 mod store;
 pub mod verify;

@@ -402,18 +402,7 @@ impl EventStore {
         let mut seq = from.0.max(1);
         raw.seek(cf::seq_key(seq));
         while seq <= upto.0 && raw.valid() {
-            let corrupt = |reason: String| StoreError::Corrupt { seq: Seq(seq), reason };
-            let (Some(key), Some(value)) = (raw.key().and_then(decode_seq_key), raw.value()) else {
-                return Err(corrupt("events key is not 8 bytes".into()).into());
-            };
-            if key != seq {
-                return Err(corrupt(format!("missing: the log jumps to seq {key}")).into());
-            }
-            let env = EnvelopeRef::decode(value).map_err(|e| corrupt(format!("envelope does not decode: {e}")))?;
-            if env.seq.0 != seq {
-                return Err(corrupt(format!("envelope says seq {}", env.seq)).into());
-            }
-            visit(env)?;
+            visit(EnvelopeRef::decode_at(Seq(seq), value_at(&raw, seq)?)?)?;
             seq += 1;
             raw.next();
         }
@@ -714,12 +703,33 @@ fn decode_seq_key(key: &[u8]) -> Option<u64> {
 }
 
 fn decode_envelope(seq: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
-    let env: Envelope = postcard::from_bytes(bytes)
+    decode_at(seq, bytes, |e: &Envelope| e.seq)
+}
+
+/// `bytes`, stored under `seq`, decoded as an owned or a borrowed envelope and checked to
+/// be that seq's.
+pub(crate) fn decode_at<'a, T: Deserialize<'a>>(
+    seq: u64,
+    bytes: &'a [u8],
+    seq_of: fn(&T) -> Seq,
+) -> Result<T, StoreError> {
+    let env: T = postcard::from_bytes(bytes)
         .map_err(|e| StoreError::Corrupt { seq: Seq(seq), reason: format!("envelope does not decode: {e}") })?;
-    if env.seq.0 != seq {
-        return Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("envelope says seq {}", env.seq) });
+    if seq_of(&env).0 != seq {
+        return Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("envelope says seq {}", seq_of(&env)) });
     }
     Ok(env)
+}
+
+/// The value under the raw iterator, checked to be `seq`'s: the log has no gap.
+fn value_at<'a>(raw: &'a DBRawIterator<'_>, seq: u64) -> Result<&'a [u8], StoreError> {
+    match (raw.key().and_then(decode_seq_key), raw.value()) {
+        (Some(key), Some(value)) if key == seq => Ok(value),
+        (Some(key), _) => {
+            Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("missing: the log jumps to seq {key}") })
+        }
+        _ => Err(StoreError::Corrupt { seq: Seq(seq), reason: "events key is not 8 bytes".into() }),
+    }
 }
 
 /// Streams the log in seq order and checks there is no gap.
@@ -740,13 +750,7 @@ impl Iterator for EventIter<'_> {
             return self.raw.status().err().map(|e| Err(e.into()));
         }
         let seq = self.expected;
-        let item = match (self.raw.key().and_then(decode_seq_key), self.raw.value()) {
-            (Some(key), Some(value)) if key == seq => decode_envelope(seq, value),
-            (Some(key), _) => {
-                Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("missing: the log jumps to seq {key}") })
-            }
-            _ => Err(StoreError::Corrupt { seq: Seq(seq), reason: "events key is not 8 bytes".into() }),
-        };
+        let item = value_at(&self.raw, seq).and_then(|value| decode_envelope(seq, value));
         if item.is_err() {
             self.done = true;
         }

@@ -9,6 +9,7 @@ use crate::counts::Counts;
 use crate::demands::DemandBoard;
 use crate::fold::{Decoded, Fold, KeyOut};
 use commands::codec::DecodeError;
+use event_store::pipeline::{Handoff, two_stage};
 use event_store::{AsideOp, Cf, EventStore, Seq, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -208,55 +209,36 @@ pub fn for_each_chunk(
     upto: Seq,
     mut each: impl FnMut(&[Decoded]) -> Result<(), FollowError>,
 ) -> Result<(), FollowError> {
-    std::thread::scope(|scope| {
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Vec<Decoded>, FollowError>>(4);
-        // Folded chunks go back to the reader to be dropped: glibc frees memory from another
-        // thread's arena slowly, and measured, dropping here cost three times the fold.
-        let (used, returned) = std::sync::mpsc::channel::<Vec<Decoded>>();
-        scope.spawn(move || {
-            let fresh = || {
-                let mut spare = None;
-                for mut c in returned.try_iter() {
-                    c.clear();
-                    spare = Some(c);
-                }
-                spare.unwrap_or_else(|| Vec::with_capacity(CHUNK))
-            };
-            let mut chunk = fresh();
-            let read = store.visit(from, upto, |env| {
-                chunk.push(Decoded::from_ref(&env)?);
-                if chunk.len() == CHUNK {
-                    let full = std::mem::replace(&mut chunk, fresh());
-                    // A closed channel means the folding side stopped early: so does the reader.
-                    chunks.send(Ok(full)).map_err(|_| Stopped::Folder)?;
-                }
-                Ok::<_, Stopped>(())
-            });
-            let last = match read {
-                Ok(()) if chunk.is_empty() => None,
-                Ok(()) => Some(Ok(chunk)),
-                Err(Stopped::Folder) => None,
-                Err(Stopped::Failed(e)) => Some(Err(e)),
-            };
-            // The folding side stops at an error; nothing after it is read.
-            if let Some(last) = last {
-                let _ = chunks.send(last);
-            }
-            drop(chunks);
-            // The last chunks come back once the folding side is done with them.
-            returned.into_iter().for_each(drop);
-        });
-        for chunk in received {
-            let chunk = chunk?;
-            each(&chunk)?;
-            // The reader stays until this side is done, so this only fails if it panicked.
-            let _ = used.send(chunk);
+    let fresh = |handoff: &Handoff<Vec<Decoded>, FollowError>| match handoff.spare() {
+        Some(mut chunk) => {
+            chunk.clear();
+            chunk
         }
-        Ok(())
-    })
+        None => Vec::with_capacity(CHUNK),
+    };
+    let read = |handoff: &Handoff<Vec<Decoded>, FollowError>| {
+        let mut chunk = fresh(handoff);
+        let read = store.visit(from, upto, |env| {
+            chunk.push(Decoded::from_ref(&env)?);
+            if chunk.len() == CHUNK && !handoff.send(std::mem::replace(&mut chunk, fresh(handoff))) {
+                return Err(Stopped::Folder);
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) if !chunk.is_empty() => {
+                handoff.send(chunk);
+                Ok(())
+            }
+            Ok(()) | Err(Stopped::Folder) => Ok(()),
+            Err(Stopped::Failed(e)) => Err(e),
+        }
+    };
+    two_stage(read, |chunk| each(chunk))
 }
 
-/// Why the reading side of [`for_each_chunk`] stopped early.
+/// Why the reading side of [`for_each_chunk`] stopped early: the folding side stopped, or
+/// reading failed.
 enum Stopped {
     Folder,
     Failed(FollowError),

@@ -8,6 +8,7 @@
 
 use event_store::checkpoint::{CheckpointError, VerifierKey};
 use event_store::merkle::{CompactRange, Hash, hash_leaf};
+use event_store::pipeline::{Handoff, two_stage};
 use event_store::verify::{ProofError, verify_consistency};
 use event_store::{Cf, EnvelopeRef, EventStore, Salt, Seq, StoreError, TreeHead};
 
@@ -94,70 +95,46 @@ struct Chunk {
 const CHUNK: usize = 4096;
 
 /// The reading stage: raw iteration, and the salts of each chunk's subjects in one batched
-/// read, so the other core only decodes and hashes. Stops at the first error (sent on) or
-/// when the receiver is gone. Hashed chunks come back on `returned` to be dropped here:
-/// glibc frees another thread's allocations slowly (measured: slower than the hashing).
-fn read_chunks(
-    store: &EventStore,
-    out: std::sync::mpsc::SyncSender<Result<Chunk, VerifyError>>,
-    returned: std::sync::mpsc::Receiver<Chunk>,
-) {
+/// read, so the other core only decodes and hashes.
+fn read_chunks(store: &EventStore, handoff: &Handoff<Chunk, VerifyError>) -> Result<(), VerifyError> {
     let mut leaves = store.stored_leaves();
-    let new_chunk = |first_seq| {
-        let mut spare = None;
-        for mut c in returned.try_iter() {
-            c.events.clear();
-            c.stored.clear();
-            c.salts.clear();
-            spare = Some(c);
+    let new_chunk = |first_seq| match handoff.spare() {
+        Some(mut chunk) => {
+            chunk.events.clear();
+            chunk.stored.clear();
+            chunk.salts.clear();
+            Chunk { first_seq, ..chunk }
         }
-        let chunk = spare.unwrap_or_else(|| Chunk {
-            first_seq,
-            events: Vec::with_capacity(CHUNK),
-            stored: Vec::with_capacity(CHUNK),
-            salts: Vec::new(),
-        });
-        Chunk { first_seq, ..chunk }
+        None => {
+            Chunk { first_seq, events: Vec::with_capacity(CHUNK), stored: Vec::with_capacity(CHUNK), salts: Vec::new() }
+        }
     };
     let mut chunk = new_chunk(1);
     let mut seq = 1u64;
     let mut events = store.scan_prefix(Cf::Events, &[]).peekable();
     while events.peek().is_some() {
-        let filled = (|| {
-            while chunk.events.len() < CHUNK {
-                let Some(item) = events.next() else { break };
-                let (key, value) = item?;
-                if key.as_ref() != seq.to_be_bytes() {
-                    return Err(VerifyError::Store(StoreError::Corrupt {
-                        seq: Seq(seq),
-                        reason: "missing: the events column skips it".into(),
-                    }));
-                }
-                chunk.stored.push(leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??);
-                chunk.events.push(value);
-                seq += 1;
+        while chunk.events.len() < CHUNK {
+            let Some(item) = events.next() else { break };
+            let (key, value) = item?;
+            if key.as_ref() != seq.to_be_bytes() {
+                return Err(VerifyError::Store(StoreError::Corrupt {
+                    seq: Seq(seq),
+                    reason: "missing: the events column skips it".into(),
+                }));
             }
-            // Undecodable envelopes are reported by the hashing stage, with their seq.
-            let subjects: Vec<&str> =
-                chunk.events.iter().filter_map(|e| EnvelopeRef::decode(e).ok().and_then(|e| e.subject)).collect();
-            chunk.salts = store.salts(&subjects)?;
-            Ok(())
-        })();
-        let next = new_chunk(seq);
-        let sent = match filled {
-            Ok(()) => out.send(Ok(std::mem::replace(&mut chunk, next))),
-            Err(e) => {
-                let _ = out.send(Err(e));
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
+            chunk.stored.push(leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??);
+            chunk.events.push(value);
+            seq += 1;
+        }
+        // Undecodable envelopes are reported by the hashing stage, with their seq.
+        let subjects: Vec<&str> =
+            chunk.events.iter().filter_map(|e| EnvelopeRef::decode(e).ok().and_then(|e| e.subject)).collect();
+        chunk.salts = store.salts(&subjects)?;
+        if !handoff.send(std::mem::replace(&mut chunk, new_chunk(seq))) {
+            return Ok(());
         }
     }
-    // The hashing stage ends when this sender goes; the last chunks come back after that.
-    drop((new_chunk, out));
-    returned.into_iter().for_each(drop);
+    Ok(())
 }
 
 /// Reads the whole log in seq order (streaming), recomputes each leaf from the event, checks
@@ -186,25 +163,14 @@ pub fn verify_log(
     let mut erased = 0;
     // Two stages on two cores: one thread reads raw envelopes, stored leaves and salts; this
     // one decodes the envelopes without copying, recomputes each leaf and extends the tree.
-    std::thread::scope(|scope| -> Result<(), VerifyError> {
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Chunk, VerifyError>>(4);
-        let (used, returned) = std::sync::mpsc::channel();
-        scope.spawn(move || read_chunks(store, chunks, returned));
-        let mut leaf_bytes = Vec::with_capacity(512);
-        for chunk in received {
-            let chunk = chunk?;
+    let mut leaf_bytes = Vec::with_capacity(512);
+    two_stage(
+        |handoff| read_chunks(store, handoff),
+        |chunk| {
             let mut salts = chunk.salts.iter();
             for (offset, (bytes, stored)) in chunk.events.iter().zip(&chunk.stored).enumerate() {
                 let seq = Seq(chunk.first_seq + offset as u64);
-                let envelope = EnvelopeRef::decode(bytes).map_err(|e| {
-                    VerifyError::Store(StoreError::Corrupt { seq, reason: format!("envelope does not decode: {e}") })
-                })?;
-                if envelope.seq != seq {
-                    return Err(VerifyError::Store(StoreError::Corrupt {
-                        seq,
-                        reason: format!("envelope says seq {}", envelope.seq),
-                    }));
-                }
+                let envelope = EnvelopeRef::decode_at(seq, bytes)?;
                 let salt = match envelope.subject {
                     None => None,
                     Some(_) => match salts.next().expect("the reader fetched one salt per subject") {
@@ -227,11 +193,9 @@ pub fn verify_log(
                 check_at(&tree)?;
             }
             progress(tree.size());
-            // The reader stays until this stage is done, so this only fails if it panicked.
-            let _ = used.send(chunk);
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     progress(tree.size());
     if let Some(cp) = checkpoints.iter().find(|cp| cp.size > tree.size()) {
         return Err(VerifyError::CheckpointBeyondLog { size: cp.size, events: tree.size() });
