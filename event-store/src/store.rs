@@ -238,9 +238,10 @@ fn db_options(cf: Option<Cf>) -> Options {
     // Most point lookups (stream heads, salts, state) are for keys that may not exist yet:
     // bloom filters answer those without touching data blocks.
     if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Idempotency)) {
-        // A new citizen's stream head and salt are looked up before they are written, and
-        // each miss searched the whole memtable skiplist: profiled under 1024 submitters,
-        // those searches were ~11 % of the command path's CPU (the inserts another ~10 %).
+        // A new citizen's stream head and salt, and a new idempotency key, are looked up
+        // before they are written, and each miss searched the whole memtable skiplist:
+        // profiled under 1024 submitters, those searches were ~11 % of the command path's
+        // CPU (the inserts another ~10 %).
         // A whole-key bloom in the memtable answers a miss; it costs a hash per insert,
         // only in these column families. Measured: RecordIssuance at 1024 submitters
         // 25.6k → 32.5k cmds/s in one A/B run (2026-11-29, session 7's machine).
