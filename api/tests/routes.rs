@@ -357,6 +357,8 @@ async fn reports_audit_and_events_are_for_their_roles_and_explain_themselves() {
     let types: Vec<&str> =
         trail["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
     assert_eq!(types, ["IssuanceRecorded", "AttemptRefused"]);
+    // Auditors read the CCCD as the number people write, not as the stored bytes.
+    assert_eq!(trail["events"][0]["event"]["IssuanceRecorded"]["citizen"], "046196000400");
     let (_, ca) = h.call("GET", "/v1/audit/cas/VIETTEL-CA", Some("t-admin"), None).await;
     assert_eq!(ca["events"].as_array().unwrap().len(), 2, "registered + refused attempt");
     let (_, log) = h.call("GET", "/v1/events?from_seq=1&limit=3", Some("t-auditor"), None).await;
@@ -414,6 +416,19 @@ async fn every_documented_route_exists_and_docs_are_served() {
         }
     }
     assert_eq!(operations, 40);
+    // Every answer has a typed schema, so the fuzz run checks the fields of every body: an
+    // untyped `{"type": "object"}` anywhere would let any JSON object pass.
+    fn untyped(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.get("type") == Some(&json!("object")) => out.push(at.to_string()),
+            Value::Object(m) => m.iter().for_each(|(k, v)| untyped(v, &format!("{at}/{k}"), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| untyped(v, &format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+    let mut loose = Vec::new();
+    untyped(&spec, "", &mut loose);
+    assert!(loose.is_empty(), "untyped schemas at {loose:?}");
     let res = app(h.state.clone()).oneshot(Request::get("/docs/").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(h.call("PUT", "/v1/issuances", Some("t-vnpt"), None).await.0, StatusCode::METHOD_NOT_ALLOWED);

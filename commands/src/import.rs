@@ -9,7 +9,7 @@ use crate::sequencer::{Sequencer, SubmitError};
 use event_store::Metadata;
 
 /// What happened to each row of a file.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub imported: usize,
     /// Rows already imported by an earlier run: nothing was appended for them.

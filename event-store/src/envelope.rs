@@ -7,7 +7,9 @@ use std::fmt;
 
 /// The global position of an event: 1, 2, 3, … with no gaps. "Who recorded first" (R3) is
 /// decided by this number, never by a wall clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
@@ -29,7 +31,8 @@ impl fmt::Display for Seq {
 ///
 /// Stored (postcard) as milliseconds since the Unix epoch; in human-readable formats (JSON)
 /// as RFC 3339 UTC, which is what API users and auditors read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema)]
+#[schema(value_type = String, format = DateTime)]
 pub struct RegistryTime(pub i64);
 
 impl RegistryTime {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Self-contained: the leaf, its inclusion proof, and the signed checkpoint it leads to.
 /// Hashes are lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = FullReceipt)]
 pub struct Receipt {
     pub seq: u64,
     pub leaf_hash: String,

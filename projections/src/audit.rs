@@ -108,7 +108,7 @@ impl AuditIndex {
 }
 
 /// One line of a trail.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrailEntry {
     pub seq: Seq,
     pub recorded_at: RegistryTime,

@@ -15,14 +15,14 @@ pub const VERSION: u32 = 1;
 const PREFIX: &[u8] = b"cv/";
 const VERSION_KEY: &[u8] = b"ver/cv";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CitizenView {
     pub issued: Option<Issued>,
     pub open_demand: Option<OpenDemand>,
 }
 
 /// The campaign certificate the registry holds for the citizen (R1, R3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issued {
     pub ca: CaId,
     /// `None` for a certificate imported from before the campaign (R6).
@@ -39,7 +39,7 @@ pub struct Issued {
 }
 
 /// R12: a demand the citizen registered that is not closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpenDemand {
     pub demand: u64,
     pub ca: Option<CaId>,

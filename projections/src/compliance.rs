@@ -66,7 +66,7 @@ pub struct CaRecord {
 }
 
 /// A violation as published (R13: violations are public).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Published {
     pub seq: Seq,
     pub recorded_at: RegistryTime,
@@ -160,7 +160,7 @@ impl Fold for Compliance {
 }
 
 /// One CA's line in the compliance report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CaLine {
     pub ca: CaId,
     pub status: String,

@@ -39,7 +39,7 @@ impl Cell {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tally {
     /// Campaign certificates (R1): one per citizen, the first CA's.
     pub issued: u64,
@@ -145,7 +145,8 @@ impl Dim {
 }
 
 /// One line of a grouped report: the group's values, in the order asked, and its tally.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = CountRow)]
 pub struct Row {
     pub group: Vec<String>,
     #[serde(flatten)]
@@ -153,20 +154,20 @@ pub struct Row {
 }
 
 /// The province's roll-up (R15): CA → commune → district → province.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rollup {
     pub tally: Tally,
     pub districts: Vec<DistrictRollup>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DistrictRollup {
     pub district: String,
     pub tally: Tally,
     pub communes: Vec<CommuneRollup>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CommuneRollup {
     pub commune: String,
     pub tally: Tally,
@@ -174,7 +175,7 @@ pub struct CommuneRollup {
 }
 
 /// Progress against one target (R16).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     /// A segment name, or `total`.
     pub name: String,
@@ -187,7 +188,7 @@ pub struct Progress {
     pub behind_by: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Targets {
     pub campaign: String,
     pub as_of: NaiveDate,
@@ -197,7 +198,7 @@ pub struct Targets {
 }
 
 /// End-of-day booth report (R14): issued per booth that day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BoothLine {
     pub booth: String,
     pub commune: String,

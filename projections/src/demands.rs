@@ -8,7 +8,7 @@ use event_store::RegistryTime;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Open,
@@ -18,7 +18,7 @@ pub enum Stage {
     Fulfilled,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DemandRow {
     pub demand: DemandId,
     pub citizen: Cccd,
@@ -82,7 +82,7 @@ impl Fold for DemandBoard {
 }
 
 /// A row as a reader sees it at `now`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BoardLine {
     #[serde(flatten)]
     pub row: DemandRow,

@@ -15,7 +15,7 @@ const CA: &[u8] = b"ca/";
 const STAFF: &[u8] = b"sf/";
 const TOKEN: &[u8] = b"st/";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaCard {
     pub ca: CaId,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct CaCard {
 }
 
 /// What a citizen sees when scanning a staff member's QR code (R11).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StaffCard {
     pub staff: u64,
     pub ca: CaId,
@@ -137,7 +137,7 @@ pub fn staff_of(store: &EventStore, ca: &CaId) -> Result<Vec<StaffCard>, Directo
 }
 
 /// The answer to a QR check (R11).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     /// True only for a current staff member of a CA that may act now.
     pub authorized: bool,

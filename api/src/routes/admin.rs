@@ -51,7 +51,7 @@ async fn admin_command(open: &Open, caller: &Caller, command: Command) -> Result
     path = "/v1/cas",
     tag = "public",
     summary = "CAs and their status",
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+    responses((status = 200, body = Vec<projections::directory::CaCard>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 pub(super) async fn list_cas(open: Open) -> Result<impl IntoResponse, Problem> {
     Ok(Json(directory::cas(&open.get().store).map_err(|e| Problem::internal("reading CAs", e))?))
@@ -348,7 +348,7 @@ pub(super) async fn violation(
     path = "/v1/violations",
     tag = "public",
     summary = "R13: published violations",
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+    responses((status = 200, body = Vec<projections::compliance::Published>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 /// R13: violations are public.
 pub(super) async fn violations(open: Open) -> impl IntoResponse {

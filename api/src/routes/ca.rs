@@ -43,7 +43,6 @@ pub(super) struct LookupQuery {
 pub(super) struct LookupAnswer {
     citizen: String,
     #[serde(flatten)]
-    #[schema(value_type = Object)]
     view: CitizenView,
     /// Where this lookup was recorded (R2); absent for the Sở and auditors, whose reads are
     /// not CA lookups.
@@ -230,7 +229,7 @@ pub(super) async fn switch(
     tag = "ca",
     summary = "R6: import legacy issuances (CSV: cccd,issued_at,serial)",
     request_body(content = String, content_type = "text/csv"),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = commands::import::ImportReport), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R6: legacy issuances as CSV (`cccd,issued_at,serial`), one report line per failed row.
@@ -283,7 +282,7 @@ pub(super) struct DemandQuery {
     tag = "ca",
     summary = "R12: demands (a CA sees its own)",
     params(DemandQuery),
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Vec<projections::demands::BoardLine>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R12: a CA sees its own demands; the Sở sees all.
@@ -292,10 +291,7 @@ pub(super) async fn demands(
     caller: Authorized<CaOrAdmin>,
     QueryParams(q): QueryParams<DemandQuery>,
 ) -> Result<impl IntoResponse, Problem> {
-    let ca = match &caller.0.0 {
-        crate::auth::Role::Ca(ca) => Some(ca.clone()),
-        _ => None,
-    };
+    let ca = caller.ca().ok().cloned();
     let r = open.get();
     let now = r.clock.now();
     Ok(Json(r.projections.demands.read(|b| b.lines(ca.as_ref(), q.stage, now))))
@@ -457,7 +453,7 @@ pub(super) async fn register_staff(
     path = "/v1/staff",
     tag = "ca",
     summary = "R11: this CA's staff",
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Vec<projections::directory::StaffCard>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub(super) async fn list_staff(open: Open, caller: Authorized<CaOnly>) -> Result<impl IntoResponse, Problem> {
@@ -491,7 +487,7 @@ pub(super) async fn revoke_staff(
     tag = "public",
     summary = "R11: check a staff QR token",
     params(("token" = String, Path)),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+    responses((status = 200, body = projections::directory::Verification), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 /// R11: anyone scanning a QR code learns whether its bearer may act for the CA now.
 pub(super) async fn verify_staff(

@@ -203,7 +203,7 @@ pub(super) struct ReceiptQuery {
     tag = "public",
     summary = "A complete receipt: leaf, inclusion proof and the signed checkpoint it leads to",
     params(ReceiptQuery),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+    responses((status = 200, body = event_store::receipt::Receipt), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 /// What a CA keeps: `kyso-replay check-receipt` verifies it with only the registry's key.
 /// Proves against the newest checkpoint, signing one first if none covers `seq` yet.

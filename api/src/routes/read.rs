@@ -9,12 +9,14 @@ use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
-use commands::domain::{Channel, Segment};
+use commands::domain::{Campaign, Channel, Segment};
 use event_store::Seq;
-use projections::audit::{self, Subject};
+use projections::audit::{self, Subject, TrailEntry};
 use projections::counts::{Dim, Filter};
 use projections::demands::Stage;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{RefOr, schema::Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -104,19 +106,40 @@ fn csv_response(header_row: &[&str], rows: impl IntoIterator<Item = Vec<String>>
 }
 
 #[derive(Serialize)]
-struct CampaignInfo<'a> {
+pub(super) struct CampaignInfo<'a> {
     #[serde(flatten)]
-    campaign: &'a commands::domain::Campaign,
+    campaign: &'a Campaign,
     /// The province's districts (GSO codes) with their names and communes: what reports
     /// group by and what a demand's `commune` must be.
     districts: Vec<DistrictInfo>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DistrictInfo {
     code: String,
     name: String,
     communes: std::collections::BTreeMap<String, String>,
+}
+
+/// The answer is one object: the campaign's fields and `districts` side by side. A derived
+/// schema would be `allOf` the campaign's schema and `districts`, which no answer matches:
+/// the campaign's schema forbids other fields (its TOML file must not carry unknown keys).
+impl PartialSchema for CampaignInfo<'_> {
+    fn schema() -> RefOr<Schema> {
+        let mut campaign = <Campaign as PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(fields)) = &mut campaign {
+            fields.properties.insert("districts".into(), <Vec<DistrictInfo> as PartialSchema>::schema());
+            fields.required.push("districts".into());
+        }
+        campaign
+    }
+}
+
+impl ToSchema for CampaignInfo<'_> {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <Campaign as ToSchema>::schemas(schemas);
+        schemas.push((DistrictInfo::name().into(), DistrictInfo::schema()));
+    }
 }
 
 #[utoipa::path(
@@ -124,7 +147,7 @@ struct DistrictInfo {
     path = "/v1/campaign",
     tag = "public",
     summary = "The campaign's rules, phases, targets, districts and communes",
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
+    responses((status = 200, body = CampaignInfo), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 /// The campaign this registry runs: public, so the portal can offer communes and the
 /// dashboard can name districts.
@@ -151,7 +174,7 @@ pub(super) async fn campaign(open: Open) -> Response {
     tag = "reports",
     summary = "R14, R15, R18: counts, filtered and grouped",
     params(CountsQuery),
-    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<Object> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<projections::counts::Row> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R14, R15, R18: issued certificates, filtered and grouped.
@@ -189,7 +212,7 @@ pub(super) async fn counts(
     tag = "reports",
     summary = "R15: CA → commune → district → province",
     params(CountsQuery),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = projections::counts::Rollup), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R15: CA → commune → district → province.
@@ -216,7 +239,7 @@ pub(super) struct DateQuery {
     tag = "reports",
     summary = "R16: progress against targets",
     params(DateQuery),
-    responses((status = 200, description = "JSON, or CSV with format=csv", content((Object = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((projections::counts::Targets = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R16: progress against the campaign's targets, as of a day (default today).
@@ -251,7 +274,7 @@ pub(super) async fn targets(
     path = "/v1/reports/compliance",
     tag = "reports",
     summary = "R2, R4, R12, R13: CA compliance",
-    responses((status = 200, body = Vec<Object>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Vec<projections::compliance::CaLine>), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R2, R4, R12, R13: how each CA keeps the rules.
@@ -268,7 +291,7 @@ pub(super) struct DemandReportQuery {
     stage: Option<Stage>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct DemandReport {
     by_ca: std::collections::BTreeMap<String, std::collections::BTreeMap<Stage, u64>>,
     /// Counts only: reports carry no people (R9).
@@ -278,7 +301,7 @@ pub(super) struct DemandReport {
     due_soon: Vec<DueLine>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DueLine {
     demand: u64,
     ca: Option<String>,
@@ -296,7 +319,7 @@ const DUE_SOON: usize = 20;
     tag = "reports",
     summary = "R12: demands by CA and stage",
     params(DemandReportQuery),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = DemandReport), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R12: demands by CA and stage.
@@ -337,7 +360,7 @@ pub(super) async fn demand_report(
     tag = "reports",
     summary = "R14: end-of-day booth report",
     params(DateQuery),
-    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<Object> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, description = "JSON, or CSV with format=csv", content((Vec<projections::counts::BoothLine> = "application/json"), (String = "text/csv"))), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R14: what each booth issued on a day (default today).
@@ -364,7 +387,7 @@ pub(super) async fn booths(
     tag = "audit",
     summary = "The events behind a count",
     params(CountsQuery),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Explained), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// Every count traces back to events: the issuances behind a filter's total.
@@ -379,7 +402,29 @@ pub(super) async fn explain(
         .map_err(|e| Problem::internal("explaining a count", e))?;
     let shown = &seqs[..seqs.len().min(MAX_PAGE)];
     let entries = audit::entries(&r.store, shown).map_err(|e| Problem::internal("reading the trail", e))?;
-    Ok(Json(serde_json::json!({ "count": seqs.len(), "events": entries })))
+    Ok(Json(Explained { count: seqs.len(), events: entries }))
+}
+
+/// The issuances behind a count: all of them counted, the first page shown.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Explained {
+    count: usize,
+    /// At most the first 10,000, in seq order.
+    events: Vec<TrailEntry>,
+}
+
+/// A trail, in seq order, as far as the audit index has read the log.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Trail {
+    as_of_seq: Seq,
+    events: Vec<TrailEntry>,
+}
+
+/// A page of the raw log, decoded.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct LogPage {
+    last_seq: Seq,
+    events: Vec<TrailEntry>,
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -405,7 +450,7 @@ async fn trail(open: &Open, subject: Subject, page: &Page) -> Result<Response, P
         .map_err(|e| Problem::internal("reading the audit index", e))?;
     let entries = audit::entries(&r.store, &seqs).map_err(|e| Problem::internal("reading the trail", e))?;
     let caught_up_to = r.projections.audit.applied();
-    Ok(Json(serde_json::json!({ "as_of_seq": caught_up_to, "events": entries })).into_response())
+    Ok(Json(Trail { as_of_seq: caught_up_to, events: entries }).into_response())
 }
 
 #[utoipa::path(
@@ -414,7 +459,7 @@ async fn trail(open: &Open, subject: Subject, page: &Page) -> Result<Response, P
     tag = "audit",
     summary = "R13: a citizen's trail",
     params(("cccd" = String, Path), Page),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Trail), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R13: everything that touched a citizen, in seq order.
@@ -434,7 +479,7 @@ pub(super) async fn citizen_trail(
     tag = "audit",
     summary = "R13: a CA's trail",
     params(("id" = String, Path), Page),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Trail), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// R13: everything a CA did or had done to it, in seq order.
@@ -454,7 +499,7 @@ pub(super) async fn ca_trail(
     tag = "audit",
     summary = "The raw log, decoded",
     params(Page),
-    responses((status = 200, body = Object), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = LogPage), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 /// The raw log, decoded, a page at a time.
@@ -466,5 +511,5 @@ pub(super) async fn events(
     let r = open.get();
     let seqs: Vec<Seq> = (page.from().0..=r.store.last_seq().0).take(page.limit()).map(Seq).collect();
     let entries = audit::entries(&r.store, &seqs).map_err(|e| Problem::internal("reading the log", e))?;
-    Ok(Json(serde_json::json!({ "last_seq": r.store.last_seq(), "events": entries })).into_response())
+    Ok(Json(LogPage { last_seq: r.store.last_seq(), events: entries }).into_response())
 }

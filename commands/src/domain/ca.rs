@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A CA's registry id, e.g. `VNPT-CA`: 2–32 of `A-Z`, `0-9`, `-`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String, example = "VNPT-CA")]
 #[serde(transparent)]
 pub struct CaId(String);
 
@@ -40,7 +41,7 @@ pub const SEED_CAS: [(&str, &str, &str); 6] = [
 ];
 
 /// Where a CA stands in the programme (R13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum CaStatus {
     Active,
     Suspended,
@@ -58,7 +59,7 @@ impl CaStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ca {
     pub id: CaId,
     pub name: String,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::channel::{Channel, Segment};
 
 /// One phase of the campaign (R17) and the channels open in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
     pub name: String,
@@ -16,7 +16,7 @@ pub struct Phase {
 }
 
 /// The rules of one province's campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Campaign {
     pub name: String,

@@ -74,8 +74,38 @@ pub const PROVINCE_CODES: [(&str, &str); 63] = [
 ];
 
 /// A structurally valid CCCD. Construct with [`Cccd::parse`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Stored (postcard) as its 12 ASCII digits, the form every event since v1 has; in
+/// human-readable formats (the API's JSON, exports) as the 12-digit string people read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema)]
+#[schema(value_type = String, example = "046196000400")]
 pub struct Cccd([u8; 12]);
+
+impl Serialize for Cccd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(self.as_str()) } else { s.serialize_newtype_struct("Cccd", &self.0) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cccd {
+    /// Checks the digits only: the birth-year check needs the registry's year, which a
+    /// stored event was already checked against when it was decided.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let digits: [u8; 12] = if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.as_bytes().try_into().map_err(|_| serde::de::Error::custom(CccdError::Length(s.chars().count())))?
+        } else {
+            #[derive(Deserialize)]
+            #[serde(rename = "Cccd")]
+            struct Stored([u8; 12]);
+            Stored::deserialize(d)?.0
+        };
+        match digits.iter().position(|b| !b.is_ascii_digit()) {
+            Some(position) => Err(serde::de::Error::custom(CccdError::NotDigit { position: position + 1 })),
+            None => Ok(Self(digits)),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sex {
@@ -167,5 +197,20 @@ mod tests {
         assert_eq!(Cccd::parse("046396000000", 2023), Err(CccdError::Century { digit: 3, from: 2000, to: 2099 }));
         assert_eq!(Cccd::parse("046496000000", 2023), Err(CccdError::Century { digit: 4, from: 2100, to: 2199 }));
         assert!(Cccd::parse("０46196000000", 2023).is_err(), "non-ASCII digits are refused, not mis-sliced");
+    }
+
+    #[test]
+    fn reads_as_a_string_in_json_and_keeps_its_stored_bytes() {
+        let c = Cccd::parse("046196000400", 2023).unwrap();
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"046196000400\"");
+        assert_eq!(serde_json::from_str::<Cccd>("\"046196000400\"").unwrap(), c);
+        assert!(serde_json::from_str::<Cccd>("\"04619600040x\"").is_err());
+        // The stored form is the v1 form: the 12 digits, nothing else.
+        assert_eq!(postcard::to_allocvec(&c).unwrap(), b"046196000400");
+        assert_eq!(postcard::from_bytes::<Cccd>(b"046196000400").unwrap(), c);
+        assert!(
+            postcard::from_bytes::<Cccd>(b"04619600040\xff").is_err(),
+            "a corrupted digit is an error, not a panic later"
+        );
     }
 }

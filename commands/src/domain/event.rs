@@ -12,7 +12,7 @@ pub type StaffId = u64;
 pub type ComplaintId = u64;
 
 /// Why an attempt that matters to audits was refused (R13): these are logged as events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum RefusalReason {
     /// R1/R3: another CA (or this one) recorded first.
     AlreadyIssued { by_ca: CaId, first_recorded_seq: Seq },
@@ -22,7 +22,7 @@ pub enum RefusalReason {
     StaffNotAuthorized { staff: Option<StaffId> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComplaintKind {
     IssuedWithoutConsent,
@@ -33,7 +33,7 @@ pub enum ComplaintKind {
 }
 
 /// How a demand got its CA when the citizen left the choice open (R12, R19).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AssignmentRule {
     /// The commune is zoned to this CA (R14).
     Zone,
@@ -42,14 +42,14 @@ pub enum AssignmentRule {
 }
 
 /// Where an issuance happened, for counts per zone / counter / booth (R14).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Place {
     Commune,
     Counter(String),
     Booth(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuanceRecorded {
     pub citizen: Cccd,
     pub ca: CaId,
@@ -73,7 +73,7 @@ pub struct IssuanceRecorded {
 }
 
 /// Every fact the registry records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Event {
     CaRegistered {
         ca: CaId,
@@ -118,6 +118,7 @@ pub enum Event {
         position: String,
         photo_ref: String,
         /// SHA-256 of the QR token; the token itself is never stored.
+        #[schema(value_type = Vec<u8>)]
         token_hash: [u8; 32],
     },
     StaffRevoked {

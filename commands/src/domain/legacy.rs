@@ -18,7 +18,7 @@ pub struct LegacyRow {
     pub serial: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: usize,
     pub problem: String,
