@@ -27,6 +27,11 @@ pub enum Cf {
     /// `due_at (i64) ‖ id → ()`: what the scheduler must act on, in due order.
     Deadlines,
     /// Per-citizen salts for the commitments in Merkle leaves; erasing one forgets a citizen.
+    /// `subject → salt (32) ‖ first seq (u64)`, and the same salt again under `0xFF ‖ first
+    /// seq (u64)`: the seq of the event that created it. Verifying the log reads that second
+    /// form in step with the events instead of a random point lookup per subject. (Subjects
+    /// are UTF-8, which never holds a 0xFF byte. Stores written before the index have
+    /// `subject → salt` alone; readers take both.)
     Salts,
 }
 
@@ -94,6 +99,16 @@ pub(crate) fn tile_key(tile: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = TILE_PREFIX;
     key[1..].copy_from_slice(&tile.to_be_bytes());
+    key
+}
+
+/// Salts by the seq that created them start with a byte no UTF-8 subject has.
+pub const SALT_INDEX_PREFIX: u8 = 0xFF;
+
+pub fn salt_index_key(first_seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = SALT_INDEX_PREFIX;
+    key[1..].copy_from_slice(&first_seq.to_be_bytes());
     key
 }
 

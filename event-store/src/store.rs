@@ -14,7 +14,11 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: salts carry their first seq and are indexed by it (see [`Cf::Salts`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// Format 1 differs only in its salts (no first seq, no index), which readers take as they
+/// are; opening one for writing marks it format 2, so older builds refuse it from then on.
+const OLDEST_FORMAT: u32 = 1;
 /// Stream ids are keys; a bound keeps a client from making huge ones.
 pub const MAX_STREAM_ID_BYTES: usize = 256;
 /// The writer caches stream heads; past this many it starts over (reads fall back to RocksDB).
@@ -124,7 +128,8 @@ pub struct Batch {
     recorded_at: RegistryTime,
     events: Vec<(Envelope, LeafInput)>,
     heads: HashMap<StreamId, StreamHead>,
-    new_salts: HashMap<String, Salt>,
+    /// Each new salt with the seq of the event that created it.
+    new_salts: HashMap<String, (Salt, Seq)>,
     writes: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
 }
 
@@ -179,10 +184,12 @@ pub enum AsideOp {
     DeletePrefix(Vec<u8>),
 }
 
+/// A stored salt: `salt`, or `salt ‖ first seq` under a subject since the salt index.
 fn salt_of(bytes: &[u8]) -> Result<Salt, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::CorruptMeta(format!("the salt of a subject is {} bytes, not 32", bytes.len())))
+    match bytes.len() {
+        32 | 40 => Ok(bytes[..32].try_into().expect("32 bytes")),
+        n => Err(StoreError::CorruptMeta(format!("the salt of a subject is {n} bytes, not 32 (or 40 with its seq)"))),
+    }
 }
 
 fn checkpoint_size(key: &[u8]) -> Result<u64, StoreError> {
@@ -271,9 +278,10 @@ impl EventStore {
         opts.create_missing_column_families(true);
         let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(Some(*cf))));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        match db.get_cf(db.cf_handle(Cf::Meta.name()).expect("opened with every Cf"), META_FORMAT)? {
-            Some(_) => {}
-            None => {
+        let format = db.get_cf(db.cf_handle(Cf::Meta.name()).expect("opened with every Cf"), META_FORMAT)?;
+        match format {
+            Some(f) if f != OLDEST_FORMAT.to_be_bytes() => {}
+            _ => {
                 let mut wb = WriteBatch::default();
                 let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
                 wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
@@ -320,7 +328,7 @@ impl EventStore {
         if format > FORMAT_VERSION {
             return Err(StoreError::NewerFormat { found: format, supported: FORMAT_VERSION });
         }
-        if format < FORMAT_VERSION {
+        if format < OLDEST_FORMAT {
             return Err(StoreError::CorruptMeta(format!("unknown older format version {format}")));
         }
         let head = match db.get_cf(meta, META_TREE)? {
@@ -483,6 +491,38 @@ impl EventStore {
     /// A subject's salt; `None` if it never had events or was erased.
     pub fn salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
         self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?.map(|b| salt_of(&b)).transpose()
+    }
+
+    /// The salts column's keys that hold `subject`'s salt: what erasing it must delete.
+    pub fn salt_keys(&self, subject: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = vec![subject.as_bytes().to_vec()];
+        if let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?
+            && let Some(seq) = stored.get(32..40)
+        {
+            let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+            keys.push(cf::salt_index_key(seq).to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// Salts by the seq that created them, in seq order: the events of a subject's first
+    /// appearance, read in step with the log.
+    pub fn salts_by_first_seq(&self) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
+        let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
+        let start = [cf::SALT_INDEX_PREFIX];
+        let entries = self.db.iterator_cf(self.cf(Cf::Salts), IteratorMode::From(&start, Direction::Forward));
+        entries
+            .take_while(|item| item.as_ref().map(|(k, _)| k.first() == Some(&cf::SALT_INDEX_PREFIX)).unwrap_or(true))
+            .map(move |item| {
+                let (key, value) = item?;
+                let seq = key.get(1..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                let salt = <Salt>::try_from(value.as_ref()).ok();
+                match (seq, salt) {
+                    (Some(seq), Some(salt)) => Ok((Seq(seq), salt)),
+                    (None, _) => Err(bad("has a key that is not 0xFF ‖ seq")),
+                    (_, None) => Err(bad(&format!("holds {} bytes, not a 32-byte salt", value.len()))),
+                }
+            })
     }
 
     /// The salts of many subjects in one batched read (`None`: never had events, or erased).
@@ -799,16 +839,17 @@ impl LogWriter {
         Ok(h)
     }
 
-    /// The subject's salt: cached, stored, or new (then written with the batch).
-    fn salt_for(&mut self, batch: &mut Batch, subject: &str) -> Result<Salt, StoreError> {
-        if let Some(salt) = batch.new_salts.get(subject).or_else(|| self.salts.get(subject)) {
+    /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
+    /// `seq`, the event that asks for it).
+    fn salt_for(&mut self, batch: &mut Batch, subject: &str, seq: Seq) -> Result<Salt, StoreError> {
+        if let Some(salt) = batch.new_salts.get(subject).map(|(salt, _)| salt).or_else(|| self.salts.get(subject)) {
             return Ok(*salt);
         }
         let salt = match self.store.salt(subject)? {
             Some(salt) => salt,
             None => {
                 let salt: Salt = rand::random();
-                batch.new_salts.insert(subject.to_string(), salt);
+                batch.new_salts.insert(subject.to_string(), (salt, seq));
                 return Ok(salt);
             }
         };
@@ -844,9 +885,10 @@ impl LogWriter {
         }
         // Salts before anything is staged: a failed lookup must leave the batch untouched.
         let mut salts = Vec::new();
-        for data in appends.iter().flat_map(|a| &a.events) {
+        for (i, data) in appends.iter().flat_map(|a| &a.events).enumerate() {
+            let seq = Seq(batch.next_seq().0 + i as u64);
             salts.push(match &data.subject {
-                Some(subject) => Some(self.salt_for(batch, subject)?),
+                Some(subject) => Some(self.salt_for(batch, subject, seq)?),
                 None => None,
             });
         }
@@ -952,8 +994,13 @@ impl LogWriter {
         if !tile.is_empty() {
             wb.put_cf(merkle_cf, cf::tile_key(tree.size() / cf::TILE_WIDTH), &tile);
         }
-        for (subject, salt) in &batch.new_salts {
-            wb.put_cf(store.cf(Cf::Salts), subject.as_bytes(), salt);
+        let salts_cf = store.cf(Cf::Salts);
+        for (subject, (salt, seq)) in &batch.new_salts {
+            let mut stored = [0u8; 40];
+            stored[..32].copy_from_slice(salt);
+            stored[32..].copy_from_slice(&seq.0.to_be_bytes());
+            wb.put_cf(salts_cf, subject.as_bytes(), stored);
+            wb.put_cf(salts_cf, cf::salt_index_key(seq.0), salt);
         }
         for (stream, head) in &batch.heads {
             wb.put_cf(streams_cf, cf::stream_prefix(stream.as_str()), head.encode());
@@ -983,7 +1030,7 @@ impl LogWriter {
         if self.salts.len() + batch.new_salts.len() > HEADS_CACHE_MAX {
             self.salts.clear();
         }
-        self.salts.extend(batch.new_salts);
+        self.salts.extend(batch.new_salts.into_iter().map(|(subject, (salt, _))| (subject, salt)));
         *store.head.write().expect("head lock is never poisoned: no code panics while holding it") = head;
         Ok(Committed { last_seq: Seq(head.size), tree: head })
     }

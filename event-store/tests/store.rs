@@ -135,6 +135,44 @@ fn a_store_from_a_newer_format_is_refused_clearly() {
     }
 }
 
+/// Format 1 had salts without their first seq and no salt index: such a store still reads,
+/// and opening it for writing marks it format 2 so older builds refuse it from then on.
+#[test]
+fn a_format_1_store_reads_and_is_marked_format_2_when_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let format = |store: &EventStore| store.get(Cf::Meta, b"format").unwrap().unwrap();
+    {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        let mut batch = writer.begin(RegistryTime(0));
+        let data = EventData {
+            event_type: "T".into(),
+            schema_version: 1,
+            payload: vec![1],
+            subject: Some("046196000001".into()),
+        };
+        let append = StreamAppend { stream: StreamId::new("s"), expected: ExpectedVersion::Any, events: vec![data] };
+        writer.stage(&mut batch, &meta(), vec![append]).unwrap();
+        writer.commit(batch).unwrap();
+        assert_eq!(format(&store), 2u32.to_be_bytes());
+        let salt = store.salt("046196000001").unwrap().unwrap();
+        assert_eq!(store.salts_by_first_seq().map(Result::unwrap).collect::<Vec<_>>(), [(Seq(1), salt)]);
+        // Now make it what format 1 wrote.
+        for key in store.salt_keys("046196000001").unwrap() {
+            store.tamper_raw_delete(Cf::Salts, &key).unwrap();
+        }
+        store.tamper_raw_put(Cf::Salts, b"046196000001", &salt).unwrap();
+        store.tamper_raw_put(Cf::Meta, b"format", &1u32.to_be_bytes()).unwrap();
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    assert!(store.salt("046196000001").unwrap().is_some());
+    assert_eq!(store.salts_by_first_seq().count(), 0);
+    assert_eq!(format(&store), 1u32.to_be_bytes(), "reading changes nothing");
+    drop(store);
+    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_eq!(format(&store), 2u32.to_be_bytes());
+    assert_eq!(store.salt_keys("046196000001").unwrap().len(), 1, "a format-1 salt has no index entry to erase");
+}
+
 #[test]
 fn opening_a_missing_store_without_create_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();

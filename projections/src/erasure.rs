@@ -26,7 +26,7 @@ pub fn erase_citizen(store: &EventStore, projections: &Projections, cccd: &Cccd)
     let salt = store.salt(subject)?.is_some();
     let records = commands::registrar::idempotency_records_about(store, subject)?;
     let mut keys: Vec<(Cf, Vec<u8>)> = records.iter().map(|k| (Cf::Idempotency, k.clone())).collect();
-    keys.push((Cf::Salts, subject.as_bytes().to_vec()));
+    keys.extend(store.salt_keys(subject)?.into_iter().map(|k| (Cf::Salts, k)));
     let trail = [projections.audit.key_prefix(), Subject::Citizen(*cccd).key_part()].concat();
     store.forget(&keys, &[(Cf::Projections, trail)])?;
     Ok(Erasure { salt, idempotency_records: records.len() })

@@ -220,9 +220,11 @@ async fn erasure_unlinks_a_citizen_and_the_log_still_verifies() {
     let before = replay_tools::verify_log(&store, Some(&key.verifier()), |_| {}).unwrap();
     assert_eq!(before.erased, 0);
 
+    let salt = store.salt(CITIZEN).unwrap().unwrap();
     let erased = projections::erasure::erase_citizen(&store, &projections, &citizen).unwrap();
     assert!(erased.salt);
     assert_eq!(store.salt(CITIZEN).unwrap(), None);
+    assert!(store.salts_by_first_seq().all(|entry| entry.unwrap().1 != salt), "the salt index forgot it too");
     assert!(trail(&projections).is_empty());
     let after = replay_tools::verify_log(&store, Some(&key.verifier()), |_| {}).unwrap();
     assert_eq!((after.erased, after.tree, after.checkpoints), (4, before.tree, 1));
