@@ -137,11 +137,6 @@ fn read_chunks(store: &EventStore, handoff: &Handoff<Chunk, VerifyError>) -> Res
     Ok(())
 }
 
-/// Reads the whole log in seq order (streaming), recomputes each leaf from the event, checks
-/// it against the stored leaf, checks the recomputed root against the stored tree head and
-/// against every checkpoint signed by `key`, and the stored tree's consistency proofs
-/// between successive checkpoints. `progress` is called with the number of events checked
-/// so far, every few thousand.
 /// Salts of subjects seen lately in this pass, in a direct-mapped table of this many slots
 /// (a newer subject takes an older one's slot): a citizen's later events usually follow
 /// their first within hours. No allocation per subject, unlike a map of millions of
@@ -150,7 +145,8 @@ const RECENT_SLOTS: usize = 1 << 18;
 /// Subjects longer than this (none today: subjects are CCCDs) are looked up every time.
 const RECENT_KEY_BYTES: usize = 16;
 
-type RecentSlot = Option<([u8; RECENT_KEY_BYTES], Salt)>;
+/// A subject's bytes zero-padded, their length, and their salt.
+type RecentSlot = Option<([u8; RECENT_KEY_BYTES], u8, Salt)>;
 type SaltIndex<'a> = Box<dyn Iterator<Item = Result<(Seq, Salt), StoreError>> + 'a>;
 
 /// Finds the salt of every personal event, cheapest first: the salt index read in step
@@ -174,22 +170,22 @@ impl<'a> SaltFinder<'a> {
         }
     }
 
-    /// The subject's slot and its key there (zero-padded: subjects are UTF-8 without NULs).
-    fn slot(&self, subject: &str) -> Option<(usize, [u8; RECENT_KEY_BYTES])> {
+    /// The subject's slot, and its key there.
+    fn slot(&self, subject: &str) -> Option<(usize, [u8; RECENT_KEY_BYTES], u8)> {
         let bytes = subject.as_bytes();
         let mut key = [0u8; RECENT_KEY_BYTES];
         key.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        Some((self.hasher.hash_one(bytes) as usize % RECENT_SLOTS, key))
+        Some((self.hasher.hash_one(bytes) as usize % RECENT_SLOTS, key, bytes.len() as u8))
     }
 
     fn recall(&self, subject: &str) -> Option<Salt> {
-        let (slot, key) = self.slot(subject)?;
-        self.recent[slot].filter(|(k, _)| *k == key).map(|(_, salt)| salt)
+        let (slot, key, len) = self.slot(subject)?;
+        self.recent[slot].filter(|(k, l, _)| (*k, *l) == (key, len)).map(|(_, _, salt)| salt)
     }
 
     fn remember(&mut self, subject: &str, salt: Salt) {
-        if let Some((slot, key)) = self.slot(subject) {
-            self.recent[slot] = Some((key, salt));
+        if let Some((slot, key, len)) = self.slot(subject) {
+            self.recent[slot] = Some((key, len, salt));
         }
     }
 
@@ -198,7 +194,6 @@ impl<'a> SaltFinder<'a> {
         let mut missing: Vec<(usize, &str)> = Vec::new();
         for (offset, bytes) in chunk.events.iter().enumerate() {
             let seq = Seq(chunk.first_seq + offset as u64);
-            // A corrupt envelope is the hashing stage's to report, with its seq.
             let Some(subject) = EnvelopeRef::decode(bytes).ok().and_then(|e| e.subject) else { continue };
             while self.by_first_seq.next_if(|entry| entry.as_ref().is_ok_and(|(at, _)| *at < seq)).is_some() {}
             let salt = match self.by_first_seq.next_if(|entry| entry.as_ref().map_or(true, |(at, _)| *at == seq)) {
@@ -225,6 +220,11 @@ impl<'a> SaltFinder<'a> {
     }
 }
 
+/// Reads the whole log in seq order (streaming), recomputes each leaf from the event, checks
+/// it against the stored leaf, checks the recomputed root against the stored tree head and
+/// against every checkpoint signed by `key`, and the stored tree's consistency proofs
+/// between successive checkpoints. `progress` is called with the number of events checked
+/// so far, every few thousand.
 pub fn verify_log(
     store: &EventStore,
     key: Option<&VerifierKey>,
