@@ -610,8 +610,8 @@ impl EventStore {
     /// [`Self::write_aside`] made durable by flushing the column family instead of through
     /// RocksDB's write-ahead log, for projection snapshots: a large one in the WAL held up
     /// the log writer's synced commits behind its bytes (measured: p99 of recorded lookups
-    /// 11 ms this way, 99–141 ms through the WAL). Durable when it returns, like a synced
-    /// write; the flush runs on RocksDB's background threads.
+    /// 13–17 ms this way, 99–141 ms through the WAL). Durable when it returns, like a synced
+    /// write: the caller waits while RocksDB's background threads flush.
     pub fn write_aside_flushed(
         &self,
         cf: Cf,
