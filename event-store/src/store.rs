@@ -184,12 +184,25 @@ pub enum AsideOp {
     DeletePrefix(Vec<u8>),
 }
 
-/// A stored salt: `salt`, or `salt ‖ first seq` under a subject since the salt index.
-fn salt_of(bytes: &[u8]) -> Result<Salt, StoreError> {
+/// A subject's stored salt: `salt ‖ first seq` since format 2, `salt` alone before.
+fn stored_salt(bytes: &[u8]) -> Result<(Salt, Option<u64>), StoreError> {
+    let salt = |b: &[u8]| b.try_into().expect("32 bytes");
     match bytes.len() {
-        32 | 40 => Ok(bytes[..32].try_into().expect("32 bytes")),
+        32 => Ok((salt(bytes), None)),
+        40 => Ok((salt(&bytes[..32]), Some(u64::from_be_bytes(bytes[32..].try_into().expect("8 bytes"))))),
         n => Err(StoreError::CorruptMeta(format!("the salt of a subject is {n} bytes, not 32 (or 40 with its seq)"))),
     }
+}
+
+fn salt_of(bytes: &[u8]) -> Result<Salt, StoreError> {
+    stored_salt(bytes).map(|(salt, _)| salt)
+}
+
+fn encode_salt(salt: &Salt, first_seq: Seq) -> [u8; 40] {
+    let mut stored = [0u8; 40];
+    stored[..32].copy_from_slice(salt);
+    stored[32..].copy_from_slice(&first_seq.0.to_be_bytes());
+    stored
 }
 
 fn checkpoint_size(key: &[u8]) -> Result<u64, StoreError> {
@@ -497,9 +510,8 @@ impl EventStore {
     pub fn salt_keys(&self, subject: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut keys = vec![subject.as_bytes().to_vec()];
         if let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?
-            && let Some(seq) = stored.get(32..40)
+            && let (_, Some(seq)) = stored_salt(&stored)?
         {
-            let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
             keys.push(cf::salt_index_key(seq).to_vec());
         }
         Ok(keys)
@@ -509,20 +521,16 @@ impl EventStore {
     /// appearance, read in step with the log.
     pub fn salts_by_first_seq(&self) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
         let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
-        let start = [cf::SALT_INDEX_PREFIX];
-        let entries = self.db.iterator_cf(self.cf(Cf::Salts), IteratorMode::From(&start, Direction::Forward));
-        entries
-            .take_while(|item| item.as_ref().map(|(k, _)| k.first() == Some(&cf::SALT_INDEX_PREFIX)).unwrap_or(true))
-            .map(move |item| {
-                let (key, value) = item?;
-                let seq = key.get(1..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-                let salt = <Salt>::try_from(value.as_ref()).ok();
-                match (seq, salt) {
-                    (Some(seq), Some(salt)) => Ok((Seq(seq), salt)),
-                    (None, _) => Err(bad("has a key that is not 0xFF ‖ seq")),
-                    (_, None) => Err(bad(&format!("holds {} bytes, not a 32-byte salt", value.len()))),
-                }
-            })
+        self.scan_prefix(Cf::Salts, &[cf::SALT_INDEX_PREFIX]).map(move |item| {
+            let (key, value) = item?;
+            let seq = key.get(1..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let salt = <Salt>::try_from(value.as_ref()).ok();
+            match (seq, salt) {
+                (Some(seq), Some(salt)) => Ok((Seq(seq), salt)),
+                (None, _) => Err(bad("has a key that is not 0xFF ‖ seq")),
+                (_, None) => Err(bad(&format!("holds {} bytes, not a 32-byte salt", value.len()))),
+            }
+        })
     }
 
     /// The salts of many subjects in one batched read (`None`: never had events, or erased).
@@ -1021,10 +1029,7 @@ impl LogWriter {
         }
         let salts_cf = store.cf(Cf::Salts);
         for (subject, (salt, seq)) in &batch.new_salts {
-            let mut stored = [0u8; 40];
-            stored[..32].copy_from_slice(salt);
-            stored[32..].copy_from_slice(&seq.0.to_be_bytes());
-            wb.put_cf(salts_cf, subject.as_bytes(), stored);
+            wb.put_cf(salts_cf, subject.as_bytes(), encode_salt(salt, *seq));
             wb.put_cf(salts_cf, cf::salt_index_key(seq.0), salt);
         }
         for (stream, head) in &batch.heads {

@@ -91,19 +91,31 @@ impl<'de> Deserialize<'de> for Cccd {
     /// Checks the digits only: the birth-year check needs the registry's year, which a
     /// stored event was already checked against when it was decided.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let digits: [u8; 12] = if d.is_human_readable() {
+        let digits = if d.is_human_readable() {
             let s = String::deserialize(d)?;
-            s.as_bytes().try_into().map_err(|_| serde::de::Error::custom(CccdError::Length(s.chars().count())))?
+            twelve_digits(&s)
         } else {
             #[derive(Deserialize)]
             #[serde(rename = "Cccd")]
             struct Stored([u8; 12]);
-            Stored::deserialize(d)?.0
+            let stored = Stored::deserialize(d)?.0;
+            twelve_digits_in(&stored, || stored.len())
         };
-        match digits.iter().position(|b| !b.is_ascii_digit()) {
-            Some(position) => Err(serde::de::Error::custom(CccdError::NotDigit { position: position + 1 })),
-            None => Ok(Self(digits)),
-        }
+        digits.map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The structural part of every CCCD check: exactly 12 ASCII digits.
+fn twelve_digits(s: &str) -> Result<[u8; 12], CccdError> {
+    twelve_digits_in(s.as_bytes(), || s.chars().count())
+}
+
+/// `chars` counts what the user typed, for the error: bytes are not characters.
+fn twelve_digits_in(bytes: &[u8], chars: impl FnOnce() -> usize) -> Result<[u8; 12], CccdError> {
+    let digits: [u8; 12] = bytes.try_into().map_err(|_| CccdError::Length(chars()))?;
+    match digits.iter().position(|b| !b.is_ascii_digit()) {
+        Some(position) => Err(CccdError::NotDigit { position: position + 1 }),
+        None => Ok(digits),
     }
 }
 
@@ -130,25 +142,17 @@ impl Cccd {
     /// Parses and checks a CCCD. `current_year` bounds the birth year (no one born in the
     /// future): the caller hands it in, the domain reads no clock.
     pub fn parse(s: &str, current_year: u16) -> Result<Self, CccdError> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 12 {
-            return Err(CccdError::Length(s.chars().count()));
-        }
-        if let Some(position) = bytes.iter().position(|b| !b.is_ascii_digit()) {
-            return Err(CccdError::NotDigit { position: position + 1 });
-        }
+        let digits = twelve_digits(s)?;
         let province = &s[..3];
         if !PROVINCE_CODES.iter().any(|(code, _)| *code == province) {
             return Err(CccdError::UnknownProvince(province.to_string()));
         }
-        let digit = bytes[3] - b'0';
+        let digit = digits[3] - b'0';
         let century_start = 1900 + 100 * u16::from(digit / 2);
-        let birth_year = century_start + u16::from(bytes[4] - b'0') * 10 + u16::from(bytes[5] - b'0');
+        let birth_year = century_start + u16::from(digits[4] - b'0') * 10 + u16::from(digits[5] - b'0');
         if birth_year > current_year || birth_year + 130 < current_year {
             return Err(CccdError::Century { digit, from: century_start, to: century_start + 99 });
         }
-        let mut digits = [0u8; 12];
-        digits.copy_from_slice(bytes);
         Ok(Self(digits))
     }
 
