@@ -402,8 +402,8 @@ pub struct Follower {
     store: Arc<EventStore>,
     slots: Vec<Arc<dyn Slot>>,
     last_snapshot: Instant,
-    /// How long the last snapshot took to write.
-    snapshot_cost: Duration,
+    /// How long the last snapshot took to write; `None` until this follower wrote one.
+    snapshot_cost: Option<Duration>,
     dirty: bool,
     /// Keyed output of events already folded whose write failed (a full disk, say): written
     /// before anything new is folded, so no event's keys are skipped.
@@ -416,7 +416,7 @@ impl Follower {
             store,
             slots: projections.slots(),
             last_snapshot: Instant::now(),
-            snapshot_cost: Duration::ZERO,
+            snapshot_cost: None,
             dirty: false,
             unwritten: Vec::new(),
         }
@@ -455,7 +455,14 @@ impl Follower {
         // second, and each snapshot re-encodes whole states (profiled under 27k recorded
         // lookups/s: a third of the server's CPU went to the compliance snapshot). Written
         // as often, each one's flush made write stalls (p99 over 100 ms).
-        if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY.max(self.snapshot_cost * SNAPSHOT_COST_FACTOR) {
+        // The first catch-up after start is checkpointed at once, so a process that dies soon
+        // after does not re-fold what it had folded.
+        let due = match self.snapshot_cost {
+            None if chunk.is_empty() => Duration::ZERO,
+            None => SNAPSHOT_EVERY,
+            Some(cost) => SNAPSHOT_EVERY.max(cost * SNAPSHOT_COST_FACTOR),
+        };
+        if self.dirty && self.last_snapshot.elapsed() >= due {
             self.persist()?;
         }
         Ok(chunk.len())
@@ -466,7 +473,7 @@ impl Follower {
         let started = Instant::now();
         self.store.write_aside_flushed(Cf::Projections, self.slots.iter().map(|s| s.snapshot()))?;
         self.last_snapshot = Instant::now();
-        self.snapshot_cost = started.elapsed();
+        self.snapshot_cost = Some(started.elapsed());
         self.dirty = false;
         Ok(())
     }
@@ -597,7 +604,7 @@ mod tests {
             store: Arc::clone(&store),
             slots: vec![live.clone()],
             last_snapshot: Instant::now(),
-            snapshot_cost: Duration::ZERO,
+            snapshot_cost: None,
             dirty: false,
             unwritten: Vec::new(),
         };
@@ -615,7 +622,7 @@ mod tests {
             store: Arc::clone(&store),
             slots: vec![live.clone()],
             last_snapshot: Instant::now(),
-            snapshot_cost: Duration::ZERO,
+            snapshot_cost: None,
             dirty: false,
             unwritten: Vec::new(),
         };
