@@ -507,11 +507,13 @@ impl EventStore {
     }
 
     /// The salts column's keys that hold `subject`'s salt: what erasing it must delete.
+    /// Empty when the subject has no salt (never had events, or was erased).
     pub fn salt_keys(&self, subject: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? else {
+            return Ok(Vec::new());
+        };
         let mut keys = vec![subject.as_bytes().to_vec()];
-        if let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?
-            && let (_, Some(seq)) = stored_salt(&stored)?
-        {
+        if let (_, Some(seq)) = stored_salt(&stored)? {
             keys.push(cf::salt_index_key(seq).to_vec());
         }
         Ok(keys)

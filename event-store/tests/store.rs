@@ -171,6 +171,7 @@ fn a_format_1_store_reads_and_is_marked_format_2_when_written() {
     let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
     assert_eq!(format(&store), 2u32.to_be_bytes());
     assert_eq!(store.salt_keys("046196000001").unwrap().len(), 1, "a format-1 salt has no index entry to erase");
+    assert!(store.salt_keys("046196000002").unwrap().is_empty(), "a subject without events has no salt to erase");
 }
 
 #[test]

@@ -80,9 +80,21 @@ pub struct Published {
 pub struct Compliance {
     pub cas: BTreeMap<CaId, CaRecord>,
     pub violations: Vec<Published>,
-    looked_up: BTreeSet<(Cccd, CaId)>,
+    /// R2: every (citizen, CA) lookup, as (the CCCD's number, the CA's position in
+    /// `lookup_cas`). It grows with every citizen looked up, and the whole state is
+    /// snapshotted, so each pair is 16 bytes without a heap allocation of its own (it was
+    /// a `(Cccd, CaId)`: a CA-name string per pair).
+    looked_up: BTreeSet<(u64, u32)>,
+    /// The CAs that looked anyone up, numbered in the order the log first shows them
+    /// doing it (so a rebuild numbers them alike).
+    lookup_cas: BTreeMap<CaId, u32>,
     /// Demands waiting for their CA: who, and since when.
     waiting: BTreeMap<DemandId, (CaId, RegistryTime)>,
+}
+
+/// A CCCD's 12 digits as one number: a cheaper key than the digits.
+fn number(citizen: &Cccd) -> u64 {
+    citizen.as_str().bytes().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
 }
 
 impl Compliance {
@@ -103,7 +115,8 @@ impl Compliance {
 
 impl Fold for Compliance {
     const NAME: &'static str = "compliance";
-    const VERSION: u32 = 1;
+    /// 2: lookup pairs as numbers (see `looked_up`).
+    const VERSION: u32 = 2;
 
     fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, _keys: &mut KeyOut) {
         let at = ctx.recorded_at;
@@ -112,10 +125,16 @@ impl Fold for Compliance {
             Event::CaSuspended { ca, .. } => self.ca(ca).status = "suspended".into(),
             Event::CaExpelled { ca, .. } => self.ca(ca).status = "expelled".into(),
             Event::CitizenLookedUp { citizen, ca, .. } => {
-                self.looked_up.insert((*citizen, ca.clone()));
+                let next = self.lookup_cas.len() as u32;
+                let ca = match self.lookup_cas.get(ca) {
+                    Some(n) => *n,
+                    None => *self.lookup_cas.entry(ca.clone()).or_insert(next),
+                };
+                self.looked_up.insert((number(citizen), ca));
             }
             Event::IssuanceRecorded(i) => {
-                let looked = self.looked_up.contains(&(i.citizen, i.ca.clone()));
+                let looked =
+                    self.lookup_cas.get(&i.ca).is_some_and(|ca| self.looked_up.contains(&(number(&i.citizen), *ca)));
                 let r = self.ca(&i.ca);
                 r.issuances += 1;
                 r.looked_up_first += u64::from(looked);
@@ -209,7 +228,54 @@ impl Compliance {
 
 #[cfg(test)]
 mod tests {
-    use super::Seconds;
+    use super::{Compliance, Seconds};
+    use crate::fold::{Ctx, Fold, KeyOut};
+    use commands::domain::event::IssuanceRecorded;
+    use commands::domain::{CaId, Cccd, Channel, Event, IssuanceStatus, Place, Segment};
+    use event_store::{RegistryTime, Seq};
+
+    #[test]
+    fn an_issuance_counts_as_looked_up_first_only_after_the_same_cas_lookup() {
+        let (a, b) = (CaId::parse("CA-A").unwrap(), CaId::parse("CA-B").unwrap());
+        let citizen = |s: &str| Cccd::parse(s, 2024).unwrap();
+        let (x, y, z) = (citizen("046090000001"), citizen("046090000002"), citizen("001090000001"));
+        let looked = |citizen: Cccd, ca: &CaId| Event::CitizenLookedUp { citizen, ca: ca.clone(), staff: None };
+        let issued = |citizen: Cccd, ca: &CaId| {
+            Event::IssuanceRecorded(Box::new(IssuanceRecorded {
+                citizen,
+                ca: ca.clone(),
+                channel: Channel::App,
+                segment: Segment::Student,
+                commune: "19750".into(),
+                district: "474".into(),
+                place: Place::Commune,
+                status: IssuanceStatus::Active,
+                staff: None,
+                serial: None,
+                activated_at: RegistryTime(0),
+                late: false,
+                free_until: RegistryTime(0),
+                switched_from: None,
+                closed_demand: None,
+            }))
+        };
+        let events = [
+            issued(z, &b), // b has looked no one up yet
+            looked(y, &b),
+            looked(x, &a),
+            issued(x, &a), // a looked x up first
+            issued(y, &a), // only b looked y up
+            looked(z, &a),
+            issued(z, &a), // a switch after a lookup
+        ];
+        let mut c = Compliance::default();
+        for (n, e) in events.iter().enumerate() {
+            let ctx = Ctx { seq: Seq(n as u64 + 1), recorded_at: RegistryTime(0), actor: "test" };
+            c.apply(&ctx, e, &mut KeyOut::default());
+        }
+        assert_eq!((c.cas[&a].issuances, c.cas[&a].looked_up_first), (3, 2));
+        assert_eq!((c.cas[&b].issuances, c.cas[&b].looked_up_first), (1, 0));
+    }
 
     #[test]
     fn quantiles_are_exact_to_the_second() {

@@ -23,10 +23,11 @@ pub struct Erasure {
 
 pub fn erase_citizen(store: &EventStore, projections: &Projections, cccd: &Cccd) -> Result<Erasure, StoreError> {
     let subject = cccd.as_str();
-    let salt = store.salt(subject)?.is_some();
+    let salt_keys = store.salt_keys(subject)?;
+    let salt = !salt_keys.is_empty();
     let records = commands::registrar::idempotency_records_about(store, subject)?;
     let mut keys: Vec<(Cf, Vec<u8>)> = records.iter().map(|k| (Cf::Idempotency, k.clone())).collect();
-    keys.extend(store.salt_keys(subject)?.into_iter().map(|k| (Cf::Salts, k)));
+    keys.extend(salt_keys.into_iter().map(|k| (Cf::Salts, k)));
     let trail = [projections.audit.key_prefix(), Subject::Citizen(*cccd).key_part()].concat();
     store.forget(&keys, &[(Cf::Projections, trail)])?;
     Ok(Erasure { salt, idempotency_records: records.len() })
