@@ -147,13 +147,13 @@ impl Cccd {
         if !PROVINCE_CODES.iter().any(|(code, _)| *code == province) {
             return Err(CccdError::UnknownProvince(province.to_string()));
         }
-        let digit = digits[3] - b'0';
-        let century_start = 1900 + 100 * u16::from(digit / 2);
-        let birth_year = century_start + u16::from(digits[4] - b'0') * 10 + u16::from(digits[5] - b'0');
+        let cccd = Self(digits);
+        let birth_year = cccd.birth_year();
         if birth_year > current_year || birth_year + 130 < current_year {
-            return Err(CccdError::Century { digit, from: century_start, to: century_start + 99 });
+            let from = cccd.century_start();
+            return Err(CccdError::Century { digit: digits[3] - b'0', from, to: from + 99 });
         }
-        Ok(Self(digits))
+        Ok(cccd)
     }
 
     pub fn as_str(&self) -> &str {
@@ -170,7 +170,12 @@ impl Cccd {
     }
 
     pub fn birth_year(&self) -> u16 {
-        1900 + 100 * u16::from((self.0[3] - b'0') / 2) + u16::from(self.0[4] - b'0') * 10 + u16::from(self.0[5] - b'0')
+        self.century_start() + u16::from(self.0[4] - b'0') * 10 + u16::from(self.0[5] - b'0')
+    }
+
+    /// The fourth digit names the century of birth (and the sex): 0/1 → 1900s, 2/3 → 2000s…
+    fn century_start(&self) -> u16 {
+        1900 + 100 * u16::from((self.0[3] - b'0') / 2)
     }
 }
 
