@@ -5,7 +5,8 @@
 use crate::fmt;
 use commands::codec;
 use commands::domain::event::IssuanceRecorded;
-use commands::domain::{CaId, Cccd, Channel, Event, IssuanceStatus, Place, Segment};
+use commands::domain::{CaId, Campaign, Cccd, Channel, Event, IssuanceStatus, Place, Segment};
+use commands::{registrar, snapshot};
 use event_store::{AsideOp, Cf, EventStore, Metadata, RegistryTime, Seq, StreamAppend};
 use projections::citizen::{self, CitizenView, Issued};
 use projections::compliance::Compliance;
@@ -118,8 +119,40 @@ pub fn table(base: &Path, events: u64) {
     row("kyso-replay verify (every leaf and the root)", t.elapsed().as_secs_f64(), raw);
     assert_eq!(report.events, events);
 
+    start_up(&store);
     lookups(&store, events.min(1_000_000));
     proofs(&store);
+}
+
+/// What start-up costs with and without a registry state snapshot, and what writing one
+/// costs the sequencer (it writes them between batches).
+fn start_up(store: &EventStore) {
+    let campaign = Campaign::from_toml(include_str!("../../campaigns/thua-thien-hue.toml")).expect("the Huế campaign");
+    let last = store.last_seq();
+    let t = Instant::now();
+    let registry = registrar::replay(store, &campaign).expect("replay");
+    let fold = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let encoded = snapshot::encode(&registry, last);
+    let encode = t.elapsed().as_secs_f64();
+    let bytes = encoded.len();
+    let t = Instant::now();
+    snapshot::put(store, encoded).expect("snapshot");
+    let put = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let loaded = snapshot::load(store, &campaign).expect("load");
+    let load = t.elapsed().as_secs_f64();
+    assert_eq!((loaded.snapshot_seq, loaded.folded, loaded.unusable), (last, 0, None));
+    assert!(loaded.registry == registry, "the snapshot loads the registry it stored");
+    println!();
+    println!("Registry start-up over the same log ({} citizens):", fmt(registry.citizens.len() as f64));
+    println!();
+    println!("| step | seconds |");
+    println!("|---|---:|");
+    println!("| fold the whole log (no snapshot) | {fold:.2} |");
+    println!("| encode a state snapshot ({:.0} MB; the sequencer waits for this) | {encode:.2} |", bytes as f64 / 1e6);
+    println!("| store it (write + flush, on another thread) | {put:.2} |");
+    println!("| load the snapshot (nothing to fold after it) | {load:.2} |");
 }
 
 /// p50/p99 of building an inclusion proof (random seq, whole tree) and a consistency proof

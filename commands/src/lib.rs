@@ -4,7 +4,8 @@
 //! - [`clock`]: the only place time comes from.
 //! - [`stream_append`]: the generic append command.
 //! - [`domain`]: the campaign's rules, pure (`decide`, `apply`); [`registrar`] runs them in
-//!   the sequencer and [`codec`] maps their events to stored envelopes.
+//!   the sequencer, [`codec`] maps their events to stored envelopes and [`snapshot`] keeps
+//!   the registry's state so start-up folds only the log's tail.
 
 pub mod clock;
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod import;
 pub mod registrar;
 pub mod scheduler;
 pub mod sequencer;
+pub mod snapshot;
 pub mod stream_append;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -5,6 +5,7 @@ use crate::codec::{self, DecodeError};
 use crate::domain::event::DemandId;
 use crate::domain::{Campaign, Command, Event, Registry, Rejection, apply, decide, refusal_event};
 use crate::sequencer::Handler;
+use crate::snapshot;
 use event_store::{
     AppendError, Batch, Cf, EventStore, ExpectedVersion, LogWriter, Metadata, RegistryTime, Seq, StoreError,
     StreamAppend,
@@ -101,19 +102,39 @@ pub struct Registrar {
     /// Keys used since start-up, including those in the batch being built (which the store
     /// does not have yet). Cleared when a batch fails; bounded, since the store has them all.
     recent_keys: HashMap<Vec<u8>, Arc<Remembered>>,
+    /// A state snapshot is written once the log is this many events past the last one.
+    snapshot_every: u64,
+    /// The seq the stored snapshot covers (0: none).
+    snapshot_seq: Seq,
+    /// The last seq known durable.
+    committed_seq: Seq,
+    /// A snapshot being stored off the sequencer thread, and the seq it covers.
+    storing: Option<(Seq, std::thread::JoinHandle<Result<(), StoreError>>)>,
 }
 
 const RECENT_KEYS_MAX: usize = 1 << 18;
 
-/// Folds the whole log into a registry.
+/// Folds the whole log into a registry, ignoring any snapshot: what auditors compare with.
 pub fn replay(store: &EventStore, campaign: &Campaign) -> Result<Registry, OpenError> {
     let mut registry = Registry::new(campaign.clone());
-    for env in store.read_from(Seq(1)) {
-        let env = env?;
-        apply(&mut registry, env.seq, env.recorded_at, &codec::decode(&env)?);
-    }
+    fold(store, &mut registry, Seq(1))?;
     Ok(registry)
 }
+
+/// Folds the log from `from` on into `registry`; answers how many events that was.
+pub fn fold(store: &EventStore, registry: &mut Registry, from: Seq) -> Result<u64, OpenError> {
+    let mut folded = 0;
+    for env in store.read_from(from) {
+        let env = env?;
+        apply(registry, env.seq, env.recorded_at, &codec::decode(&env)?);
+        folded += 1;
+    }
+    Ok(folded)
+}
+
+/// Events between state snapshots by default: folding this many at start-up takes about a
+/// second here (see the README's start-up table).
+pub const SNAPSHOT_EVERY: u64 = 1_000_000;
 
 impl Registrar {
     pub fn open(store: Arc<EventStore>, campaign: Campaign) -> Result<Self, OpenError> {
@@ -126,11 +147,51 @@ impl Registrar {
         campaign: Campaign,
         mut inline: Vec<Box<dyn InlineProjection>>,
     ) -> Result<Self, OpenError> {
-        let registry = replay(&store, &campaign)?;
-        for p in &mut inline {
-            p.open(&store, &registry)?;
+        let loaded = snapshot::load(&store, &campaign)?;
+        if let Some(why) = &loaded.unusable {
+            tracing::warn!(reason = %why, "the stored registry snapshot is not used; folding the whole log");
         }
-        Ok(Self { registry, store, campaign, inline, recent_keys: HashMap::new() })
+        tracing::info!(snapshot_seq = loaded.snapshot_seq.0, folded = loaded.folded, "registry loaded");
+        for p in &mut inline {
+            p.open(&store, &loaded.registry)?;
+        }
+        Ok(Self {
+            registry: loaded.registry,
+            campaign,
+            inline,
+            recent_keys: HashMap::new(),
+            snapshot_every: SNAPSHOT_EVERY,
+            snapshot_seq: loaded.snapshot_seq,
+            committed_seq: store.last_seq(),
+            storing: None,
+            store,
+        })
+    }
+
+    /// Writes a state snapshot once the log is `events` past the last one (at least 1).
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events.max(1);
+        self
+    }
+
+    /// The seq the stored state snapshot covers (0: none).
+    pub fn snapshot_seq(&self) -> Seq {
+        self.snapshot_seq
+    }
+
+    /// Takes the outcome of the snapshot being stored, if it is done (or `wait`). A failure
+    /// is only logged: a snapshot is a start-up shortcut, and the log it sums up is durable.
+    fn finish_storing(&mut self, wait: bool) {
+        let Some((seq, thread)) = self.storing.take() else { return };
+        if !wait && !thread.is_finished() {
+            self.storing = Some((seq, thread));
+            return;
+        }
+        match thread.join() {
+            Ok(Ok(())) => self.snapshot_seq = seq,
+            Ok(Err(e)) => tracing::warn!(error = %e, seq = seq.0, "storing the registry snapshot failed"),
+            Err(_) => tracing::warn!(seq = seq.0, "the thread storing the registry snapshot panicked"),
+        }
     }
 
     /// Stages the events of one command (all or none) and applies them.
@@ -213,6 +274,14 @@ impl Handler for Replicator {
 
     fn rolled_back(&mut self) {
         self.0.rolled_back();
+    }
+
+    fn committed(&mut self, last: Seq) {
+        self.0.committed(last);
+    }
+
+    fn stopped(&mut self) {
+        self.0.stopped();
     }
 }
 
@@ -313,13 +382,41 @@ impl Handler for Registrar {
         }
     }
 
-    /// The batch never reached disk: the registry forgets it by folding the log again.
-    /// Slow, and only after a failed write (e.g. a full disk).
+    /// The batch never reached disk: the registry forgets it by loading the last snapshot
+    /// and folding the log after it. Only after a failed write (e.g. a full disk).
     fn rolled_back(&mut self) {
         self.recent_keys.clear();
-        match replay(&self.store, &self.campaign) {
-            Ok(registry) => self.registry = registry,
+        match snapshot::load(&self.store, &self.campaign) {
+            Ok(loaded) => self.registry = loaded.registry,
             Err(e) => panic!("the committed log no longer replays after a failed batch: {e}"),
+        }
+    }
+
+    /// Encodes a snapshot here, between batches, where the registry holds still; RocksDB's
+    /// flush of it runs on another thread so the next batch does not wait for the disk.
+    fn committed(&mut self, last: Seq) {
+        self.committed_seq = last;
+        self.finish_storing(false);
+        if self.storing.is_none() && last.0 - self.snapshot_seq.0 >= self.snapshot_every {
+            let (store, encoded) = (Arc::clone(&self.store), snapshot::encode(&self.registry, last));
+            let thread = std::thread::Builder::new()
+                .name("kyso-state-snapshot".into())
+                .spawn(move || snapshot::put(&store, encoded));
+            match thread {
+                Ok(thread) => self.storing = Some((last, thread)),
+                Err(e) => tracing::warn!(error = %e, "no thread to store the registry snapshot"),
+            }
+        }
+    }
+
+    /// A clean stop leaves a snapshot of the whole log, so the next start folds nothing.
+    fn stopped(&mut self) {
+        self.finish_storing(true);
+        if self.committed_seq > self.snapshot_seq {
+            match snapshot::write(&self.store, &self.registry, self.committed_seq) {
+                Ok(()) => self.snapshot_seq = self.committed_seq,
+                Err(e) => tracing::warn!(error = %e, "storing the registry snapshot at the stop failed"),
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! one synced RocksDB batch, then answers every waiter. One fsync serves the whole batch.
 
 use crate::clock::Clock;
-use event_store::{Batch, LogWriter, RegistryTime, StoreError};
+use event_store::{Batch, LogWriter, RegistryTime, Seq, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,12 @@ pub trait Handler: Send + 'static {
 
     /// The batch was not written: forget whatever `handle` staged in memory.
     fn rolled_back(&mut self) {}
+
+    /// The batch ending at `last` is durable and its waiters are answered.
+    fn committed(&mut self, _last: Seq) {}
+
+    /// Every handle is gone and the queue is drained: nothing more will be written.
+    fn stopped(&mut self) {}
 }
 
 /// Bounds of the sequencer. Every queue has one.
@@ -189,6 +195,9 @@ fn run<H: Handler>(
                     // A waiter that gave up is fine: its command is durable all the same.
                     let _ = reply.send(Ok(answer));
                 }
+                if let Some(c) = committed {
+                    handler.committed(c.last_seq);
+                }
             }
             Err(e) => {
                 handler.rolled_back();
@@ -201,4 +210,5 @@ fn run<H: Handler>(
             }
         }
     }
+    handler.stopped();
 }

@@ -137,3 +137,27 @@ fn an_unknown_schema_version_is_a_typed_error_naming_the_seq() {
     let err = codec::decode(&env).unwrap_err();
     assert!(matches!(err, codec::DecodeError::UnknownSchema { seq: 42, .. }), "{err}");
 }
+
+/// The registry's stored state (`commands::snapshot`) is pinned too: a change to `Registry`
+/// or a type inside it fails here until `STATE_VERSION` is bumped (older snapshots are then
+/// passed over at start-up instead of misread) and the file re-blessed.
+#[test]
+fn the_registry_snapshot_format_is_pinned_to_its_state_version() {
+    let campaign = Campaign::from_toml(include_str!("../../campaigns/thua-thien-hue.toml")).unwrap();
+    let mut registry = Registry::new(campaign.clone());
+    for (i, event) in samples().iter().enumerate() {
+        apply(&mut registry, Seq(i as u64 + 1), RegistryTime(1_693_555_200_000), event);
+    }
+    let mut bytes = commands::snapshot::encode(&registry, Seq(42));
+    assert_eq!(commands::snapshot::decode(&bytes, &campaign).unwrap(), (registry, Seq(42)));
+    // The version (one varint byte) is pinned; the campaign file's digest after it is not
+    // the format's business.
+    bytes[1..33].fill(0);
+    let text = format!("v{} {}\n", commands::snapshot::STATE_VERSION, hex::encode(&bytes));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/registry-state.txt");
+    if std::env::var("KYSO_BLESS").is_ok() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(path).expect("golden file (KYSO_BLESS=1 creates it)");
+    assert_eq!(text, golden, "the registry's stored state changed shape: bump snapshot::STATE_VERSION, then bless");
+}

@@ -166,7 +166,7 @@ fn kill_9_resumes_every_projection_from_its_checkpoint_without_double_counting()
     let mut rng = kyso_tests::seed::rng("kill_9_resumes_projections");
     let rounds: usize = std::env::var("KYSO_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
     let dir = tempfile::tempdir().unwrap();
-    let mut resumed_from_checkpoint = false;
+    let (mut resumed_from_checkpoint, mut resumed_from_state) = (false, false);
     for round in 0..rounds {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_projection-crash"))
             .arg(dir.path())
@@ -177,8 +177,10 @@ fn kill_9_resumes_every_projection_from_its_checkpoint_without_double_counting()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
         let resumed = lines.next().expect("the child starts");
-        // `RESUMED counts=0 …` on the first round; a later round must start past 0.
-        resumed_from_checkpoint |= round > 0 && !resumed.split(' ').skip(1).any(|p| p.ends_with("=0"));
+        // `RESUMED state=0 counts=0 …` on the first round; a later round must start past 0.
+        let mut parts = resumed.split(' ').skip(1);
+        resumed_from_state |= parts.next().is_some_and(|state| state != "state=0");
+        resumed_from_checkpoint |= round > 0 && !parts.any(|p| p.ends_with("=0"));
         assert_eq!(lines.next().as_deref(), Some("UP"), "round {round}: the child did not get going");
         // Past the 2 s snapshot period often enough to kill mid-write as well as between.
         std::thread::sleep(Duration::from_millis(rng.random_range(200..3500)));
@@ -187,8 +189,13 @@ fn kill_9_resumes_every_projection_from_its_checkpoint_without_double_counting()
         eprintln!("round {round}: {resumed}");
     }
     assert!(resumed_from_checkpoint, "no round resumed from a stored checkpoint");
+    assert!(resumed_from_state, "no round started from a registry snapshot");
 
     let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    // Whatever the kills interrupted, the registry a start-up loads is the whole log's fold.
+    let loaded = commands::snapshot::load(&store, &campaign()).unwrap();
+    assert_eq!(loaded.unusable, None);
+    assert_eq!(loaded.registry, commands::registrar::replay(&store, &campaign()).unwrap());
     let projections = Projections::open(&store).unwrap();
     let mut follower = Follower::new(Arc::clone(&store), &projections);
     follower.catch_up().unwrap();

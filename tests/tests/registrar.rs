@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use commands::domain::*;
 use commands::registrar::{CommandError, Registrar, Submission, replay};
-use commands::{ManualClock, Sequencer, SequencerConfig, scheduler};
+use commands::{Clock, ManualClock, Sequencer, SequencerConfig, scheduler};
 use event_store::{EventStore, Metadata, RegistryTime, Seq};
 use std::sync::Arc;
 
@@ -142,4 +142,86 @@ async fn r6_a_legacy_file_imports_reports_bad_and_conflicting_rows_and_reimports
     assert_eq!((again.imported, again.unchanged, again.failed.len()), (0, 2, 2));
     drop(seq);
     thread.join().unwrap();
+}
+
+/// Runs `commands` random workload commands through a registrar writing a state snapshot
+/// every `every` events, then stops it cleanly; answers the log's last seq.
+async fn run_workload(dir: &std::path::Path, seed: u64, commands: usize, every: u64) -> Seq {
+    use kyso_tests::workload::{self, Workload};
+    use rand::SeedableRng;
+    let (store, writer) = EventStore::open(dir, true).unwrap();
+    let last = store.last_seq();
+    let registrar =
+        Registrar::open(Arc::clone(&store), Campaign::from_toml(HUE).unwrap()).unwrap().snapshot_every(every);
+    let clock = Arc::new(ManualClock::new(workload::start_time()));
+    clock.advance_ms(last.0 as i64 * 60_000);
+    let (seq, thread) = Sequencer::start(writer, registrar, Arc::clone(&clock) as _, SequencerConfig::default());
+    if last.0 == 0 {
+        for cmd in workload::setup() {
+            seq.submit(sub("admin", cmd)).await.unwrap().unwrap();
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut work = Workload::new(300);
+    for _ in 0..commands {
+        let cmd = work.next(&mut rng, clock.now());
+        // Refusals are part of the workload; only the store failing is not.
+        if let Err(CommandError::Storage(e)) = seq.submit(sub("load", cmd)).await.unwrap() {
+            panic!("{e}");
+        }
+        clock.advance_ms(60_000);
+    }
+    drop(seq);
+    thread.join().unwrap();
+    store.last_seq()
+}
+
+/// Start-up loads the stored state snapshot and folds only the log after it, and gets
+/// exactly the registry a fold of the whole log gets; a snapshot it cannot use (corrupt, of
+/// another format version or campaign, ahead of the log) is passed over, never trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_snapshot_plus_the_log_after_it_equals_a_fold_of_the_whole_log() {
+    use commands::snapshot::{self, Unusable};
+    use event_store::{AsideOp, Cf};
+    let dir = tempfile::tempdir().unwrap();
+    let hue = Campaign::from_toml(HUE).unwrap();
+
+    // Snapshots every 100 events while running, and one at the clean stop.
+    let first = run_workload(dir.path(), 1, 400, 100).await;
+    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    let loaded = snapshot::load(&store, &hue).unwrap();
+    assert_eq!((loaded.snapshot_seq, loaded.folded, loaded.unusable), (first, 0, None));
+    assert_eq!(loaded.registry, replay(&store, &hue).unwrap());
+    let old = store.get(Cf::State, snapshot::KEY).unwrap().unwrap();
+    drop((store, _writer));
+
+    // More commands, then the first snapshot put back: what a crash long after it leaves.
+    let second = run_workload(dir.path(), 2, 400, 1_000_000).await;
+    assert!(second > first);
+    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    let put = |bytes: Vec<u8>| store.write_aside(Cf::State, [AsideOp::Put(snapshot::KEY.to_vec(), bytes)]).unwrap();
+    put(old.clone());
+    let whole = replay(&store, &hue).unwrap();
+    let loaded = snapshot::load(&store, &hue).unwrap();
+    assert_eq!((loaded.snapshot_seq, loaded.folded, loaded.unusable), (first, second.0 - first.0, None));
+    assert_eq!(loaded.registry, whole);
+
+    let mut other_version = old.clone();
+    other_version[0] = 99;
+    let mut truncated = old.clone();
+    truncated.truncate(old.len() / 2);
+    let hung_yen = Campaign::from_toml(include_str!("../../campaigns/hung-yen.toml")).unwrap();
+    let other_campaign = snapshot::encode(&replay(&store, &hung_yen).unwrap(), second);
+    let ahead = snapshot::encode(&whole, Seq(second.0 + 1));
+    for (bytes, why) in [
+        (other_version, Unusable::Version { found: 99 }),
+        (truncated, Unusable::Corrupt),
+        (other_campaign, Unusable::Campaign),
+        (ahead, Unusable::AheadOfLog { snapshot: second.0 + 1, log: second.0 }),
+    ] {
+        put(bytes);
+        let loaded = snapshot::load(&store, &hue).unwrap();
+        assert_eq!((loaded.snapshot_seq, loaded.folded, loaded.unusable), (Seq(0), second.0, Some(why)));
+        assert_eq!(loaded.registry, whole);
+    }
 }

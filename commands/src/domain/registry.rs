@@ -14,10 +14,11 @@ use super::event::{
 use super::rejection::Rejection;
 use chrono::{Datelike, NaiveDate};
 use event_store::{RegistryTime, Seq};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// The campaign certificate a citizen holds in the registry (R1, R3).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holding {
     pub ca: CaId,
     /// The seq of the event that made this CA the holder.
@@ -32,13 +33,13 @@ pub struct Holding {
     pub legacy: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Citizen {
     pub holding: Option<Holding>,
     pub open_demand: Option<DemandId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DemandState {
     Open,
     Acknowledged,
@@ -57,7 +58,7 @@ impl DemandState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Demand {
     pub citizen: Cccd,
     pub mode: DemandMode,
@@ -66,7 +67,7 @@ pub struct Demand {
     pub state: DemandState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staff {
     pub ca: CaId,
     pub full_name: String,
@@ -76,7 +77,7 @@ pub struct Staff {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Complaint {
     pub against: CaId,
     pub kind: ComplaintKind,

@@ -1,7 +1,7 @@
 //! A child for the projections' kill -9 test: drives the random workload through the real
 //! sequencer (with the inline citizen view) while the follower folds the asynchronous
-//! projections, until it is killed. Prints `RESUMED <checkpoints>` at start, then `UP` once
-//! commands are flowing.
+//! projections, until it is killed. Prints `RESUMED state=<registry snapshot seq>
+//! <checkpoints>` at start, then `UP` once commands are flowing.
 
 use commands::registrar::{Registrar, Submission};
 use commands::{Clock, ManualClock};
@@ -26,12 +26,15 @@ async fn main() {
     let last = store.last_seq();
     let start = if last.0 == 0 { workload::start_time() } else { store.event(last).unwrap().recorded_at };
     let clock = Arc::new(ManualClock::new(start));
-    let registrar =
-        Registrar::with_inline(Arc::clone(&store), campaign, vec![Box::new(CitizenViews)]).expect("registrar");
+    // Registry snapshots often enough that kills land before, during and after writing them.
+    let registrar = Registrar::with_inline(Arc::clone(&store), campaign, vec![Box::new(CitizenViews)])
+        .expect("registrar")
+        .snapshot_every(200);
+    let state_seq = registrar.snapshot_seq();
     let (sequencer, _thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
     let projections = Projections::open(&store).expect("projections");
     let checkpoints: Vec<String> = projections.checkpoints().iter().map(|(n, s)| format!("{n}={s}")).collect();
-    println!("RESUMED {}", checkpoints.join(" "));
+    println!("RESUMED state={} {}", state_seq.0, checkpoints.join(" "));
     let _follower = Follower::new(Arc::clone(&store), &projections).spawn(Arc::new(AtomicBool::new(false)));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
