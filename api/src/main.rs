@@ -507,9 +507,9 @@ struct Running {
     publisher: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
-/// Opens the store, loads the registry (its snapshot and the log after it), starts the writer, the projections, the
-/// deadline scheduler, the checkpoint signer and the publisher. Blocking: a large store
-/// takes a while.
+/// Opens the store, loads the registry (its snapshot and the log after it), starts the
+/// writer, the projections, the deadline scheduler, the checkpoint signer and the
+/// publisher. Blocking: a large store takes a while.
 fn open(data_dir: &Path, campaign: Campaign, state: &AppState, options: &Options) -> Result<Running, Error> {
     let (store, writer) = EventStore::open(data_dir, true)?;
     tracing::info!(last_seq = store.last_seq().0, "store open; loading the registry");
