@@ -4,7 +4,8 @@
 //! A snapshot is a cache of `apply` over the log up to its seq, never a record: it is
 //! written after the events it covers are durable, and one that is missing, of another
 //! format version, made under another campaign file, unreadable or ahead of the log only
-//! means folding more of the log (from the start, at worst). Nothing in it is decided by it.
+//! means folding more of the log (from the start, at worst). The registry it loads is the
+//! one a fold of the log gives (`tests/tests/registrar.rs` checks this).
 
 use crate::domain::admin_units::communes_of;
 use crate::domain::ca::{Ca, CaId};

@@ -148,6 +148,7 @@ fn the_registry_snapshot_format_is_pinned_to_its_state_version() {
     for (i, event) in samples().iter().enumerate() {
         apply(&mut registry, Seq(i as u64 + 1), RegistryTime(1_693_555_200_000), event);
     }
+    // The samples name one citizen and one staff token, so the hash maps' order is fixed.
     let mut bytes = commands::snapshot::encode(&registry, Seq(42));
     assert_eq!(commands::snapshot::decode(&bytes, &campaign).unwrap(), (registry, Seq(42)));
     // The version (one varint byte) is pinned; the campaign file's digest after it is not
