@@ -106,8 +106,6 @@ pub struct Registrar {
     snapshot_every: u64,
     /// The seq the stored snapshot covers (0: none).
     snapshot_seq: Seq,
-    /// The last seq known durable.
-    committed_seq: Seq,
     /// A snapshot being stored off the sequencer thread, and the seq it covers.
     storing: Option<(Seq, std::thread::JoinHandle<Result<(), StoreError>>)>,
 }
@@ -162,7 +160,6 @@ impl Registrar {
             recent_keys: HashMap::new(),
             snapshot_every: SNAPSHOT_EVERY,
             snapshot_seq: loaded.snapshot_seq,
-            committed_seq: store.last_seq(),
             storing: None,
             store,
         })
@@ -395,7 +392,6 @@ impl Handler for Registrar {
     /// Encodes a snapshot here, between batches, where the registry holds still; RocksDB's
     /// flush of it runs on another thread so the next batch does not wait for the disk.
     fn committed(&mut self, last: Seq) {
-        self.committed_seq = last;
         self.finish_storing(false);
         if self.storing.is_none() && last.0 - self.snapshot_seq.0 >= self.snapshot_every {
             let (store, encoded) = (Arc::clone(&self.store), snapshot::encode(&self.registry, last));
@@ -412,9 +408,12 @@ impl Handler for Registrar {
     /// A clean stop leaves a snapshot of the whole log, so the next start folds nothing.
     fn stopped(&mut self) {
         self.finish_storing(true);
-        if self.committed_seq > self.snapshot_seq {
-            match snapshot::write(&self.store, &self.registry, self.committed_seq) {
-                Ok(()) => self.snapshot_seq = self.committed_seq,
+        // Every batch is committed or rolled back by now: the store's last seq is the
+        // registry's.
+        let last = self.store.last_seq();
+        if last > self.snapshot_seq {
+            match snapshot::write(&self.store, &self.registry, last) {
+                Ok(()) => self.snapshot_seq = last,
                 Err(e) => tracing::warn!(error = %e, "storing the registry snapshot at the stop failed"),
             }
         }

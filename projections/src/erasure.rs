@@ -6,8 +6,8 @@
 //! What stays, and why: the events in the log, which are the legal record the registry
 //! keeps under R1/R3 (who issued first), and the citizen view and the registry's state
 //! snapshot, which must keep answering "already issued" so no second campaign certificate
-//! is issued. Folds rebuilt from the log
-//! later (`kyso-replay rebuild audit`) index the citizen again from those events.
+//! is issued. Folds rebuilt from the log later (`kyso-replay rebuild audit`) index the
+//! citizen again from those events.
 
 use crate::audit::Subject;
 use crate::follower::Projections;
