@@ -96,7 +96,7 @@ impl Collector for Live {
             counter(
                 &mut e,
                 "kyso_sequencer_failed_batches",
-                "group commits that failed to write",
+                "group commits not written: a failed write, or decided on top of one",
                 s.failed_batches.load(Ordering::Relaxed),
             )?;
             counter(

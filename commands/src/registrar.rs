@@ -99,15 +99,21 @@ pub struct Registrar {
     store: Arc<EventStore>,
     campaign: Campaign,
     inline: Vec<Box<dyn InlineProjection>>,
-    /// Keys used since start-up, including those in the batch being built (which the store
-    /// does not have yet). Cleared when a batch fails; bounded, since the store has them all.
+    /// Keys used lately, including those of the batch being built and of the one being
+    /// written (which the store does not have yet). Bounded: when full they become `older`
+    /// and `older` is dropped, which by then holds only keys the store has (see
+    /// `Handler::handle`). Both are cleared when a batch fails.
     recent_keys: HashMap<Vec<u8>, Arc<Remembered>>,
+    older_keys: HashMap<Vec<u8>, Arc<Remembered>>,
     /// A state snapshot is written once the log is this many events past the last one.
     snapshot_every: u64,
     /// The seq the stored snapshot covers (0: none).
     snapshot_seq: Seq,
     /// A snapshot being stored off the sequencer thread, and the seq it covers.
     storing: Option<(Seq, std::thread::JoinHandle<Result<(), StoreError>>)>,
+    /// A snapshot encoded while the batches it covers were still being written: stored
+    /// once they are durable, dropped if they fail.
+    encoded: Option<(Seq, Vec<u8>)>,
 }
 
 const RECENT_KEYS_MAX: usize = 1 << 18;
@@ -158,9 +164,11 @@ impl Registrar {
             campaign,
             inline,
             recent_keys: HashMap::new(),
+            older_keys: HashMap::new(),
             snapshot_every: SNAPSHOT_EVERY,
             snapshot_seq: loaded.snapshot_seq,
             storing: None,
+            encoded: None,
             store,
         })
     }
@@ -273,8 +281,8 @@ impl Handler for Replicator {
         self.0.rolled_back();
     }
 
-    fn committed(&mut self, last: Seq) {
-        self.0.committed(last);
+    fn committed(&mut self, durable: Seq, staged: Seq) {
+        self.0.committed(durable, staged);
     }
 
     fn stopped(&mut self) {
@@ -319,7 +327,7 @@ impl Registrar {
 impl Registrar {
     /// What an idempotency key was used for, from this batch, recent memory or the store.
     fn remembered(&mut self, key: &[u8]) -> Result<Option<Arc<Remembered>>, StoreError> {
-        if let Some(seen) = self.recent_keys.get(key) {
+        if let Some(seen) = self.recent_keys.get(key).or_else(|| self.older_keys.get(key)) {
             return Ok(Some(Arc::clone(seen)));
         }
         match self.store.get(Cf::Idempotency, key)? {
@@ -338,9 +346,10 @@ impl Handler for Registrar {
     type Reply = Result<Accepted, CommandError>;
 
     fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, sub: Submission) -> Self::Reply {
-        // Forget only between batches: keys staged in this batch are not in the store yet.
+        // Only between batches: then the batch before this one may still be on its way to
+        // disk, but every batch before the last turnover is durable, and only those keys go.
         if batch.is_empty() && self.recent_keys.len() >= RECENT_KEYS_MAX {
-            self.recent_keys.clear();
+            self.older_keys = std::mem::take(&mut self.recent_keys);
         }
         let key = sub.meta.idempotency_key.as_deref().map(|k| idempotency_key(&sub.meta.actor, k));
         let print = key.as_ref().map(|_| fingerprint(&sub.command));
@@ -379,27 +388,40 @@ impl Handler for Registrar {
         }
     }
 
-    /// The batch never reached disk: the registry forgets it by loading the last snapshot
-    /// and folding the log after it. Only after a failed write (e.g. a full disk).
+    /// A batch never reached disk: the registry forgets it, and any batch decided after
+    /// it, by loading the last snapshot and folding the durable log after it. Only after a
+    /// failed write (e.g. a full disk).
     fn rolled_back(&mut self) {
         self.recent_keys.clear();
+        self.older_keys.clear();
+        self.encoded = None;
         match snapshot::load(&self.store, &self.campaign) {
             Ok(loaded) => self.registry = loaded.registry,
             Err(e) => panic!("the committed log no longer replays after a failed batch: {e}"),
         }
     }
 
-    /// Encodes a snapshot here, between batches, where the registry holds still; RocksDB's
-    /// flush of it runs on another thread so the next batch does not wait for the disk.
-    fn committed(&mut self, last: Seq) {
+    /// Encodes a snapshot here, between batches, where the registry holds still (at
+    /// `staged`); it is stored once `staged` is durable, and RocksDB's flush of it runs on
+    /// another thread so the next batch does not wait for the disk.
+    fn committed(&mut self, durable: Seq, staged: Seq) {
         self.finish_storing(false);
-        if self.storing.is_none() && last.0 - self.snapshot_seq.0 >= self.snapshot_every {
-            let (store, encoded) = (Arc::clone(&self.store), snapshot::encode(&self.registry, last));
+        if self.storing.is_some() {
+            return;
+        }
+        if self.encoded.is_none() && durable.0 - self.snapshot_seq.0 >= self.snapshot_every {
+            self.encoded = Some((staged, snapshot::encode(&self.registry, staged)));
+        }
+        if let Some((seq, _)) = &self.encoded
+            && *seq <= durable
+        {
+            let (seq, encoded) = self.encoded.take().expect("checked just above");
+            let store = Arc::clone(&self.store);
             let thread = std::thread::Builder::new()
                 .name("kyso-state-snapshot".into())
                 .spawn(move || snapshot::put(&store, encoded));
             match thread {
-                Ok(thread) => self.storing = Some((last, thread)),
+                Ok(thread) => self.storing = Some((seq, thread)),
                 Err(e) => tracing::warn!(error = %e, "no thread to store the registry snapshot"),
             }
         }

@@ -1,12 +1,14 @@
 //! The single writer: commands queue in a bounded channel; one thread drains up to
-//! `batch_max` of them, decides each in order against in-memory state, writes them all in
-//! one synced RocksDB batch, then answers every waiter. One fsync serves the whole batch.
+//! `batch_max` of them, decides each in order against in-memory state, and hands them to a
+//! second thread as one synced RocksDB batch; every waiter is answered once it is durable.
+//! One fsync serves the whole batch, and the next batch is decided during it.
 
 use crate::clock::Clock;
+use event_store::pipeline::WriteThread;
 use event_store::{Batch, LogWriter, RegistryTime, Seq, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the sequencer runs for each command.
@@ -19,11 +21,14 @@ pub trait Handler: Send + 'static {
     /// `batch.recorded_at()` is the registry's `now` for this command.
     fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, cmd: Self::Command) -> Self::Reply;
 
-    /// The batch was not written: forget whatever `handle` staged in memory.
+    /// A batch was not written, nor any prepared after it: forget whatever `handle` staged
+    /// in memory beyond the last durable batch.
     fn rolled_back(&mut self) {}
 
-    /// The batch ending at `last` is durable and its waiters are answered.
-    fn committed(&mut self, _last: Seq) {}
+    /// The batch ending at `durable` is durable and its waiters are answered. The state
+    /// `handle` keeps reflects every event up to `staged` (≥ `durable`): the batches after
+    /// `durable` are prepared and on their way to disk, and may still be rolled back.
+    fn committed(&mut self, _durable: Seq, _staged: Seq) {}
 
     /// Every handle is gone and the queue is drained: nothing more will be written.
     fn stopped(&mut self) {}
@@ -154,6 +159,13 @@ impl<H: Handler> Sequencer<H> {
     }
 }
 
+/// Answers waiting for their batch to be durable.
+type Replies<H> = Vec<(<H as Handler>::Reply, oneshot::Sender<Result<<H as Handler>::Reply, SubmitError>>)>;
+
+/// Two stages on two threads: this one decides and prepares batch N+1 while the log-write
+/// thread makes batch N durable, so deciding and the disk overlap instead of taking turns.
+/// A batch's answers wait until it is durable; since N+1 was decided on top of N, a failed
+/// N takes N+1 down with it, unwritten.
 fn run<H: Handler>(
     mut writer: LogWriter,
     mut handler: H,
@@ -162,53 +174,98 @@ fn run<H: Handler>(
     mut rx: mpsc::Receiver<Job<H>>,
     stats: &SequencerStats,
 ) {
+    let disk = WriteThread::spawn(Arc::clone(writer.store()));
     let mut jobs: Vec<Job<H>> = Vec::with_capacity(config.batch_max);
-    let mut replies = Vec::with_capacity(config.batch_max);
+    // The batch on its way to disk, if any.
+    let mut in_flight: Option<Replies<H>> = None;
+    let land = |writer: &mut LogWriter, handler: &mut H, replies: Replies<H>| {
+        let (outcome, took) = disk.wait();
+        stats.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(committed) => {
+                writer.durable(committed.last_seq);
+                stats.last_seq.store(committed.last_seq.0, Ordering::Relaxed);
+                for (answer, reply) in replies {
+                    // A waiter that gave up is fine: its command is durable all the same.
+                    let _ = reply.send(Ok(answer));
+                }
+                handler.committed(committed.last_seq, writer.last_prepared());
+                None
+            }
+            Err(e) => {
+                writer.rewind();
+                handler.rolled_back();
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "group commit failed; every command in the batch is refused");
+                let e = Arc::new(e);
+                refuse::<H>(replies, &e);
+                Some(e)
+            }
+        }
+    };
     // The registry clock never runs backwards, whatever the wall clock does.
     let mut last_now = RegistryTime(i64::MIN);
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
+    loop {
+        if in_flight.is_none() {
+            match rx.blocking_recv() {
+                Some(first) => jobs.push(first),
+                None => break,
+            }
+        }
         while jobs.len() < config.batch_max {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
+        if jobs.is_empty() {
+            // Nothing to decide meanwhile: wait for the disk.
+            let replies = in_flight.take().expect("only a batch in flight lets the queue be empty here");
+            land(&mut writer, &mut handler, replies);
+            continue;
+        }
         let now = clock.now().max(last_now);
         last_now = now;
         let mut batch = writer.begin(now);
+        let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             let answer = handler.handle(&mut writer, &mut batch, job.cmd);
             replies.push((answer, job.reply));
         }
-        let started = Instant::now();
-        let outcome = if batch.is_empty() { Ok(None) } else { writer.commit(batch).map(Some) };
-        stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
-        match outcome {
-            Ok(committed) => {
-                if let Some(c) = committed {
-                    stats.last_seq.store(c.last_seq.0, Ordering::Relaxed);
-                }
-                for (answer, reply) in replies.drain(..) {
-                    // A waiter that gave up is fine: its command is durable all the same.
-                    let _ = reply.send(Ok(answer));
-                }
-                if let Some(c) = committed {
-                    handler.committed(c.last_seq);
-                }
+        let next = (!batch.is_empty()).then(|| writer.prepare(batch));
+        if let Some(earlier) = in_flight.take()
+            && let Some(e) = land(&mut writer, &mut handler, earlier)
+        {
+            // Decided on top of the failed batch (the rewind above forgot it too).
+            stats.failed_batches.fetch_add(u64::from(next.is_some()), Ordering::Relaxed);
+            refuse::<H>(replies, &e);
+            continue;
+        }
+        match next {
+            Some(batch) => {
+                disk.send(batch);
+                in_flight = Some(replies);
             }
-            Err(e) => {
-                handler.rolled_back();
-                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "group commit failed; every command in the batch is refused");
-                let e = Arc::new(e);
-                for (_, reply) in replies.drain(..) {
-                    let _ = reply.send(Err(SubmitError::Storage(Arc::clone(&e))));
+            None => {
+                // Nothing to write, and everything it was decided against is durable.
+                stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
+                for (answer, reply) in replies {
+                    let _ = reply.send(Ok(answer));
                 }
             }
         }
     }
+    if let Some(replies) = in_flight.take() {
+        land(&mut writer, &mut handler, replies);
+    }
+    drop(disk);
     handler.stopped();
+}
+
+fn refuse<H: Handler>(replies: Replies<H>, e: &Arc<StoreError>) {
+    for (_, reply) in replies {
+        let _ = reply.send(Err(SubmitError::Storage(Arc::clone(e))));
+    }
 }

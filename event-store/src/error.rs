@@ -4,9 +4,10 @@ use crate::merkle::NodeId;
 /// What a caller of the store can run into. `retryable()` says whether trying again may help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The disk or RocksDB failed; nothing of the failed write is visible.
+    /// The disk or RocksDB failed; nothing of the failed write is visible. (RocksDB's
+    /// message: its error type cannot be built outside it, and fault injection needs one.)
     #[error("storage error: {0}")]
-    Io(#[from] rocksdb::Error),
+    Io(String),
     /// Bytes on disk are not what this code wrote. Not retryable: restore or investigate.
     #[error("corrupt event at seq {seq}: {reason}")]
     Corrupt { seq: Seq, reason: String },
@@ -24,6 +25,12 @@ pub enum StoreError {
     SeqOutOfRange { seq: u64, last: u64 },
     #[error("tree size {size} is beyond the current tree ({current})")]
     SizeOutOfRange { size: u64, current: u64 },
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Io(e.into_string())
+    }
 }
 
 impl StoreError {

@@ -23,5 +23,5 @@ pub use envelope::{Envelope, EnvelopeRef, Metadata, MetadataRef, RegistryTime, S
 pub use error::{StoreError, VersionConflict};
 pub use store::{
     AppendError, AsideOp, Batch, Committed, EventData, EventIter, EventStore, ExpectedVersion, FORMAT_VERSION,
-    LogWriter, MAX_STREAM_ID_BYTES, ReplicateError, Staged, StreamAppend, StreamHead, TreeHead,
+    LogWriter, MAX_STREAM_ID_BYTES, Prepared, ReplicateError, Staged, StreamAppend, StreamHead, TreeHead,
 };

@@ -1,7 +1,65 @@
-//! Two stages on two cores for passes over the whole log (a rebuild, `kyso-replay verify`):
-//! a producer thread reads the next chunks while the calling thread works on this one.
+//! Two stages on two cores:
+//! - for passes over the whole log (a rebuild, `kyso-replay verify`), a producer thread
+//!   reads the next chunks while the calling thread works on this one ([`two_stage`]);
+//! - for appends, a thread makes one batch durable while the writer prepares the next
+//!   ([`WriteThread`]).
 
-use std::sync::mpsc;
+use crate::error::StoreError;
+use crate::store::{Committed, EventStore, Prepared};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// A thread that makes prepared batches durable ([`EventStore::write`]), in the order sent,
+/// one at a time: the disk's half of a pipelined writer. Whoever sends must wait for each
+/// outcome before sending the next batch, and rewind its writer on a failure.
+pub struct WriteThread {
+    to_disk: Option<mpsc::SyncSender<Prepared>>,
+    written: mpsc::Receiver<(Result<Committed, StoreError>, Duration)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriteThread {
+    pub fn spawn(store: Arc<EventStore>) -> Self {
+        let (to_disk, prepared) = mpsc::sync_channel::<Prepared>(1);
+        let (from_disk, written) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kyso-log-write".into())
+            .spawn(move || {
+                for batch in prepared {
+                    let started = Instant::now();
+                    let outcome = store.write(batch);
+                    if from_disk.send((outcome, started.elapsed())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the log-write thread");
+        Self { to_disk: Some(to_disk), written, thread: Some(thread) }
+    }
+
+    /// Starts writing `batch`.
+    pub fn send(&self, batch: Prepared) {
+        self.to_disk
+            .as_ref()
+            .expect("present until drop")
+            .send(batch)
+            .expect("the log-write thread runs until it is dropped");
+    }
+
+    /// Waits for the batch sent last: its outcome and how long RocksDB took.
+    pub fn wait(&self) -> (Result<Committed, StoreError>, Duration) {
+        self.written.recv().expect("the log-write thread answers every batch it is sent")
+    }
+}
+
+impl Drop for WriteThread {
+    fn drop(&mut self) {
+        drop(self.to_disk.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// Chunks handed over at most this many ahead of the consuming side.
 const AHEAD: usize = 4;

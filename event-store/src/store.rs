@@ -10,7 +10,9 @@ use std::collections::HashMap as StdHashMap;
 
 /// Seeded and fast: stream ids come from clients, so no unseeded hash.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
@@ -239,18 +241,54 @@ pub struct Committed {
 pub struct EventStore {
     db: DB,
     head: RwLock<TreeHead>,
+    /// Writes still to fail on purpose ([`EventStore::fail_next_writes`]).
+    faults: AtomicU32,
 }
 
 /// The only thing that appends. There is one per open store, so the seq order and the
 /// Merkle tree are extended by one thread without locks.
+///
+/// A batch goes [`LogWriter::prepare`] → [`EventStore::write`] → [`LogWriter::durable`], so
+/// the next batch can be staged and prepared while one is being written (see
+/// `commands::sequencer`). Until a batch is durable, what it added (stream heads, salts,
+/// the tree) is kept apart in `pending`: later batches see it, and a failed write is undone
+/// by dropping it ([`LogWriter::rewind`]).
 pub struct LogWriter {
     store: Arc<EventStore>,
+    /// As of the last prepared batch.
     next_seq: u64,
     tree: CompactRange,
-    heads: HashMap<StreamId, StreamHead>,
-    salts: HashMap<String, Salt>,
     /// Leaf hashes of the partial tile at the right edge, rewritten whole with each batch.
     right_tile: Vec<Hash>,
+    /// Prepared batches not yet known durable, oldest first.
+    pending: VecDeque<Pending>,
+    /// The tree and right tile as of the last durable batch: where a rewind goes back to.
+    durable_tree: CompactRange,
+    durable_tile: Vec<Hash>,
+    /// Durable stream heads and salts, so that most stagings read no RocksDB.
+    heads: HashMap<StreamId, StreamHead>,
+    salts: HashMap<String, Salt>,
+}
+
+/// What one prepared batch added to the writer, until it is durable.
+struct Pending {
+    last_seq: u64,
+    heads: HashMap<StreamId, StreamHead>,
+    salts: HashMap<String, Salt>,
+    tree: CompactRange,
+    right_tile: Vec<Hash>,
+}
+
+/// A staged batch as one RocksDB `WriteBatch`, ready for [`EventStore::write`] on any thread.
+pub struct Prepared {
+    wb: WriteBatch,
+    head: TreeHead,
+}
+
+impl Prepared {
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.head.size)
+    }
 }
 
 fn db_options(cf: Option<Cf>) -> Options {
@@ -305,11 +343,15 @@ impl EventStore {
         }
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
+        let right_tile = store.right_tile(tree.size())?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
-            right_tile: store.right_tile(tree.size())?,
+            durable_tree: tree.clone(),
+            durable_tile: right_tile.clone(),
+            right_tile,
             tree,
             store: Arc::clone(&store),
+            pending: VecDeque::new(),
             heads: HashMap::default(),
             salts: HashMap::default(),
         };
@@ -352,7 +394,7 @@ impl EventStore {
             },
             Some(_) => return Err(StoreError::CorruptMeta("tree head record is not 40 bytes".into())),
         };
-        let store = EventStore { db, head: RwLock::new(head) };
+        let store = EventStore { db, head: RwLock::new(head), faults: AtomicU32::new(0) };
         let last = store.last_event_key()?;
         if last != head.size {
             return Err(StoreError::CorruptMeta(format!(
@@ -711,6 +753,28 @@ impl EventStore {
         Ok(self.db.write_opt(wb, &opts)?)
     }
 
+    /// Makes a prepared batch durable: one RocksDB write with `sync=true`. Batches must
+    /// arrive in the order [`LogWriter::prepare`] made them, and none after a failed one
+    /// until the writer has rewound. `Err` means nothing of the batch was written.
+    pub fn write(&self, prepared: Prepared) -> Result<Committed, StoreError> {
+        if self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Io("injected write failure (fail_next_writes)".into()));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(prepared.wb, &wo)?;
+        *self.head.write().expect("head lock is never poisoned: no code panics while holding it") = prepared.head;
+        Ok(Committed { last_seq: Seq(prepared.head.size), tree: prepared.head })
+    }
+
+    /// Fault injection: the next `n` calls of [`Self::write`] fail as a full disk would,
+    /// writing nothing. Exists only so tests can drive the failed-batch path for real;
+    /// nothing in kyso calls it.
+    #[doc(hidden)]
+    pub fn fail_next_writes(&self, n: u32) {
+        self.faults.store(n, Ordering::Relaxed);
+    }
+
     /// Overwrites one raw value, bypassing the writer. Exists only so tamper tests can play
     /// the attacker who edits the data dir; nothing in kyso calls it.
     #[doc(hidden)]
@@ -850,6 +914,11 @@ impl LogWriter {
         &self.store
     }
 
+    /// The last seq prepared: durable, or on its way to disk.
+    pub fn last_prepared(&self) -> Seq {
+        Seq(self.next_seq - 1)
+    }
+
     /// Starts a batch whose events are recorded at `recorded_at`.
     pub fn begin(&self, recorded_at: RegistryTime) -> Batch {
         Batch {
@@ -862,8 +931,11 @@ impl LogWriter {
         }
     }
 
+    /// What a stream's head was staged, prepared or made durable as, newest first: the
+    /// store lags behind the batches being written.
     fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<StreamHead, StoreError> {
-        if let Some(h) = batch.heads.get(stream).or_else(|| self.heads.get(stream)) {
+        let pending = || self.pending.iter().rev().find_map(|p| p.heads.get(stream));
+        if let Some(h) = batch.heads.get(stream).or_else(pending).or_else(|| self.heads.get(stream)) {
             return Ok(*h);
         }
         let h = self.store.stream_head(stream)?;
@@ -877,7 +949,9 @@ impl LogWriter {
     /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
     /// `seq`, the event that asks for it).
     fn salt_for(&mut self, batch: &mut Batch, subject: &str, seq: Seq) -> Result<Salt, StoreError> {
-        if let Some(salt) = batch.new_salts.get(subject).map(|(salt, _)| salt).or_else(|| self.salts.get(subject)) {
+        let pending = || self.pending.iter().rev().find_map(|p| p.salts.get(subject));
+        let staged = batch.new_salts.get(subject).map(|(salt, _)| salt);
+        if let Some(salt) = staged.or_else(pending).or_else(|| self.salts.get(subject)) {
             return Ok(*salt);
         }
         let salt = match self.store.salt(subject)? {
@@ -994,9 +1068,26 @@ impl LogWriter {
     /// `Ok` means every event in it is on disk, has its seq and is in the tree. `Err` means
     /// nothing of the batch was written and the writer is as it was before the batch.
     pub fn commit(&mut self, batch: Batch) -> Result<Committed, StoreError> {
-        assert_eq!(batch.first_seq, self.next_seq, "a batch is committed by the writer that began it, in order");
+        let prepared = self.prepare(batch);
+        match self.store.write(prepared) {
+            Ok(committed) => {
+                self.durable(committed.last_seq);
+                Ok(committed)
+            }
+            Err(e) => {
+                self.rewind();
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns the batch into one `WriteBatch` — events, stream heads, Merkle nodes, tree head
+    /// and extra writes — and moves the writer past it: the next batch can be staged on top
+    /// of it before it is written. Batches must then be written in the order prepared.
+    pub fn prepare(&mut self, batch: Batch) -> Prepared {
+        assert_eq!(batch.first_seq, self.next_seq, "a batch is prepared by the writer that began it, in order");
         assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
-        let store = Arc::clone(&self.store);
+        let store = &self.store;
         let (events_cf, streams_cf, merkle_cf) = (store.cf(Cf::Events), store.cf(Cf::Streams), store.cf(Cf::Merkle));
         let mut tree = self.tree.clone();
         let mut tile: Vec<u8> = self.right_tile.concat();
@@ -1048,22 +1139,47 @@ impl LogWriter {
         head_bytes[..8].copy_from_slice(&head.size.to_be_bytes());
         head_bytes[8..].copy_from_slice(&head.root);
         wb.put_cf(store.cf(Cf::Meta), META_TREE, head_bytes);
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        store.db.write_opt(wb, &wo)?;
 
+        let right_tile: Vec<Hash> = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+        self.pending.push_back(Pending {
+            last_seq: head.size,
+            heads: batch.heads,
+            salts: batch.new_salts.into_iter().map(|(subject, (salt, _))| (subject, salt)).collect(),
+            tree: tree.clone(),
+            right_tile: right_tile.clone(),
+        });
         self.tree = tree;
-        self.right_tile = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+        self.right_tile = right_tile;
         self.next_seq = head.size + 1;
-        if self.heads.len() + batch.heads.len() > HEADS_CACHE_MAX {
-            self.heads.clear();
+        Prepared { wb, head }
+    }
+
+    /// Every prepared batch up to `last` is durable: what they added joins the caches and
+    /// becomes the point a rewind goes back to.
+    pub fn durable(&mut self, last: Seq) {
+        while let Some(p) = self.pending.front()
+            && p.last_seq <= last.0
+        {
+            let p = self.pending.pop_front().expect("front exists");
+            if self.heads.len() + p.heads.len() > HEADS_CACHE_MAX {
+                self.heads.clear();
+            }
+            self.heads.extend(p.heads);
+            if self.salts.len() + p.salts.len() > HEADS_CACHE_MAX {
+                self.salts.clear();
+            }
+            self.salts.extend(p.salts);
+            self.durable_tree = p.tree;
+            self.durable_tile = p.right_tile;
         }
-        self.heads.extend(batch.heads);
-        if self.salts.len() + batch.new_salts.len() > HEADS_CACHE_MAX {
-            self.salts.clear();
-        }
-        self.salts.extend(batch.new_salts.into_iter().map(|(subject, (salt, _))| (subject, salt)));
-        *store.head.write().expect("head lock is never poisoned: no code panics while holding it") = head;
-        Ok(Committed { last_seq: Seq(head.size), tree: head })
+    }
+
+    /// A write failed: forgets every batch prepared after the last durable one (a failed
+    /// write's successors were prepared on top of it and must not be written either).
+    pub fn rewind(&mut self) {
+        self.pending.clear();
+        self.tree = self.durable_tree.clone();
+        self.right_tile = self.durable_tile.clone();
+        self.next_seq = self.tree.size() + 1;
     }
 }

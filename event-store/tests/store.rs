@@ -76,6 +76,54 @@ fn a_conflicting_command_stages_nothing_and_the_batch_goes_on() {
     ));
 }
 
+/// A batch prepared on top of one still being written sees its stream heads and salts; when
+/// the earlier write fails, the rewind forgets both, and the next batch takes their seqs
+/// from the durable state (the second is never written).
+#[test]
+fn a_failed_write_rewinds_the_writer_past_every_batch_prepared_after_the_durable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    let personal = |stream: &str| StreamAppend {
+        stream: StreamId::new(stream),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData { subject: Some("046196000123".into()), ..event(b"p") }],
+    };
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 2)]).unwrap();
+    writer.commit(batch).unwrap();
+    let durable = store.tree_head();
+
+    let mut first = writer.begin(RegistryTime(0));
+    writer.stage(&mut first, &meta(), vec![append("s", ExpectedVersion::Exact(2), 1), personal("p")]).unwrap();
+    let first = writer.prepare(first);
+    let mut second = writer.begin(RegistryTime(0));
+    let on_top = writer.stage(&mut second, &meta(), vec![append("s", ExpectedVersion::Exact(3), 1)]).unwrap();
+    assert_eq!((on_top.first_seq, on_top.stream_versions), (Seq(5), vec![4]), "sees the batch being written");
+    let second = writer.prepare(second);
+    assert_eq!((first.last_seq(), second.last_seq(), writer.last_prepared()), (Seq(4), Seq(5), Seq(5)));
+
+    store.fail_next_writes(1);
+    assert!(matches!(store.write(first), Err(e @ StoreError::Io(_)) if e.retryable()));
+    writer.rewind();
+    drop(second);
+    assert_eq!((store.tree_head(), writer.last_prepared()), (durable, Seq(2)));
+
+    let mut again = writer.begin(RegistryTime(0));
+    let staged =
+        writer.stage(&mut again, &meta(), vec![append("s", ExpectedVersion::Exact(2), 1), personal("p")]).unwrap();
+    assert_eq!((staged.first_seq, staged.stream_versions), (Seq(3), vec![3, 1]));
+    writer.commit(again).unwrap();
+    let events: Vec<_> = store.read_from(Seq(1)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(events.len(), 4);
+    // The salt the failed batch made was never stored; the one used instead was.
+    let salt = store.salts(&["046196000123"]).unwrap()[0].expect("stored with the batch that used it");
+    let mut range = merkle::CompactRange::new();
+    for e in &events {
+        range.append(merkle::hash_leaf(&e.leaf_bytes(e.subject.as_ref().map(|_| &salt))), |_, _| {});
+    }
+    assert_eq!(range.root(), store.tree_head().root, "the tree is the log's, rewound and all");
+}
+
 #[test]
 fn reopen_restores_seq_tree_and_stream_heads() {
     let dir = tempfile::tempdir().unwrap();

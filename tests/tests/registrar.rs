@@ -1,5 +1,5 @@
 //! The campaign domain through the real path: sequencer, RocksDB, Merkle leaves with salted
-//! commitments, the deadline scheduler, restart, and the auditors' verifier.
+//! commitments, the deadline scheduler, restart, failed writes, and the auditors' verifier.
 
 use chrono::{TimeZone, Utc};
 use commands::domain::*;
@@ -224,4 +224,95 @@ async fn a_registry_snapshot_plus_the_log_after_it_equals_a_fold_of_the_whole_lo
         assert_eq!((loaded.snapshot_seq, loaded.folded, loaded.unusable), (Seq(0), second.0, Some(why)));
         assert_eq!(loaded.registry, whole);
     }
+}
+
+/// Group commit is pipelined: a batch is decided while the one before it is written. A
+/// failed write (injected, failing as a full disk would) refuses its batch and the batch
+/// decided on top of it, and nothing else: every acknowledged event is in the log at the seq
+/// it was acknowledged with, every event in the log was acknowledged, the log verifies, and
+/// the registry the writer ends with (saved at its stop) equals a fold of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_refuse_their_batches_and_leave_the_registry_equal_to_the_log() {
+    use commands::SubmitError;
+    use kyso_tests::workload::{self, Workload};
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let hue = Campaign::from_toml(HUE).unwrap();
+    let (store, writer) = EventStore::open(dir.path(), true).unwrap();
+    let registrar = Registrar::open(Arc::clone(&store), hue.clone()).unwrap().snapshot_every(200);
+    let clock = Arc::new(ManualClock::new(workload::start_time()));
+    let (seq, thread) = Sequencer::start(writer, registrar, Arc::clone(&clock) as _, SequencerConfig::default());
+    for cmd in workload::setup() {
+        seq.submit(sub("admin", cmd)).await.unwrap().unwrap();
+    }
+    let setup_last = store.last_seq();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut work = Workload::new(300);
+    let submitters: Vec<_> = (0..32)
+        .map(|_| {
+            let cmds: Vec<Command> = (0..60).map(|_| work.next(&mut rng, clock.now())).collect();
+            let seq = seq.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for cmd in cmds {
+                    outcomes.push((cmd.clone(), seq.submit(sub("load", cmd)).await));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let faults = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                store.fail_next_writes(1);
+            }
+        })
+    };
+    let (mut acknowledged, mut refused) = (Vec::new(), 0);
+    for task in submitters {
+        for (cmd, outcome) in task.await.unwrap() {
+            match outcome {
+                Ok(Ok(accepted)) => acknowledged.extend(accepted.seqs.into_iter().flat_map(|(first, _)| {
+                    accepted.events.iter().enumerate().map(move |(i, e)| (Seq(first.0 + i as u64), e.clone()))
+                })),
+                Ok(Err(CommandError::Rejected { rejection, logged_seq })) => {
+                    if let Some(s) = logged_seq {
+                        acknowledged.push((s, refusal_event(&cmd, &rejection).expect("a logged refusal has an event")));
+                    }
+                }
+                Err(SubmitError::Storage(e)) => {
+                    assert!(e.retryable(), "{e}");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    faults.abort();
+    store.fail_next_writes(0);
+    let failed = seq.stats().failed_batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused > 0 && failed > 0, "writes failed: {failed} batches, {refused} commands refused");
+    assert!(acknowledged.len() > 200, "the load was real: {} events acknowledged", acknowledged.len());
+    drop(seq);
+    thread.join().unwrap();
+
+    acknowledged.sort_by_key(|(s, _)| *s);
+    let last = store.last_seq();
+    let logged: Vec<Seq> = acknowledged.iter().map(|(s, _)| *s).collect();
+    assert_eq!(logged, (setup_last.0 + 1..=last.0).map(Seq).collect::<Vec<_>>(), "the log holds exactly the acks");
+    for (s, event) in &acknowledged {
+        assert_eq!(&decoded(&store, *s), event, "seq {s}");
+    }
+    let report = replay_tools::verify_log(&store, None, |_| {}).unwrap();
+    assert_eq!(report.events, last.0);
+    let loaded = commands::snapshot::load(&store, &hue).unwrap();
+    assert_eq!((loaded.snapshot_seq, loaded.folded), (last, 0), "the stop saved the live registry");
+    assert_eq!(loaded.registry, replay(&store, &hue).unwrap(), "after {failed} failed batches");
+}
+
+fn decoded(store: &EventStore, seq: Seq) -> Event {
+    commands::codec::decode(&store.event(seq).unwrap()).unwrap()
 }
