@@ -76,7 +76,7 @@ pub(crate) fn stream_prefix(stream: &str) -> Vec<u8> {
     key
 }
 
-fn push_stream_prefix(key: &mut Vec<u8>, stream: &str) {
+pub(crate) fn push_stream_prefix(key: &mut Vec<u8>, stream: &str) {
     let len = u16::try_from(stream.len()).expect("stream ids are bounded by MAX_STREAM_ID_BYTES");
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(stream.as_bytes());

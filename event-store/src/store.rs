@@ -268,6 +268,8 @@ pub struct LogWriter {
     /// Durable stream heads and salts, so that most stagings read no RocksDB.
     heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
+    /// Events in the last batch prepared.
+    last_batch_events: usize,
 }
 
 /// What one prepared batch added to the writer, until it is durable.
@@ -354,6 +356,7 @@ impl EventStore {
             pending: VecDeque::new(),
             heads: HashMap::default(),
             salts: HashMap::default(),
+            last_batch_events: 0,
         };
         Ok((store, writer))
     }
@@ -921,11 +924,12 @@ impl LogWriter {
 
     /// Starts a batch whose events are recorded at `recorded_at`.
     pub fn begin(&self, recorded_at: RegistryTime) -> Batch {
+        // Sized like the last batch: growing a vector of envelopes copies them all each time.
         Batch {
             first_seq: self.next_seq,
             recorded_at,
-            events: Vec::new(),
-            heads: HashMap::default(),
+            events: Vec::with_capacity(self.last_batch_events),
+            heads: HashMap::with_capacity_and_hasher(self.last_batch_events, Default::default()),
             new_salts: HashMap::default(),
             writes: Vec::new(),
         }
@@ -938,12 +942,9 @@ impl LogWriter {
         if let Some(h) = batch.heads.get(stream).or_else(pending).or_else(|| self.heads.get(stream)) {
             return Ok(*h);
         }
-        let h = self.store.stream_head(stream)?;
-        if self.heads.len() >= HEADS_CACHE_MAX {
-            self.heads.clear();
-        }
-        self.heads.insert(stream.clone(), h);
-        Ok(h)
+        // Not cached here: a stream read is about to be staged, and its new head reaches the
+        // cache with its batch (most reads are of new streams, which would only churn it).
+        self.store.stream_head(stream)
     }
 
     /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
@@ -977,20 +978,26 @@ impl LogWriter {
         appends: Vec<StreamAppend>,
     ) -> Result<Staged, AppendError> {
         let mut heads = Vec::with_capacity(appends.len());
-        // A command may append twice to one stream; its second part sees its first.
-        let mut local: HashMap<&StreamId, u64> = HashMap::default();
+        // A command may append twice to one stream; its second part sees its first. (A few
+        // appends per command: a scan beats a map.)
+        let mut local: Vec<(&StreamId, u64)> = Vec::with_capacity(appends.len());
         for append in &appends {
             let len = append.stream.as_str().len();
             if len == 0 || len > MAX_STREAM_ID_BYTES {
                 return Err(AppendError::InvalidStreamId(len));
             }
             let head = self.head_of(batch, &append.stream)?;
-            let actual = local.get(&append.stream).copied().unwrap_or(head.version);
+            let seen = local.iter_mut().find(|(s, _)| *s == &append.stream);
+            let actual = seen.as_ref().map_or(head.version, |(_, v)| *v);
             if !append.expected.admits(actual) {
                 return Err(VersionConflict { stream: append.stream.clone(), expected: append.expected, actual }.into());
             }
             heads.push(head);
-            local.insert(&append.stream, actual + append.events.len() as u64);
+            let after = actual + append.events.len() as u64;
+            match seen {
+                Some((_, v)) => *v = after,
+                None => local.push((&append.stream, after)),
+            }
         }
         // Salts before anything is staged: a failed lookup must leave the batch untouched.
         let mut salts = Vec::new();
@@ -1087,6 +1094,7 @@ impl LogWriter {
     pub fn prepare(&mut self, batch: Batch) -> Prepared {
         assert_eq!(batch.first_seq, self.next_seq, "a batch is prepared by the writer that began it, in order");
         assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
+        self.last_batch_events = batch.events.len();
         let store = &self.store;
         let (events_cf, streams_cf, merkle_cf) = (store.cf(Cf::Events), store.cf(Cf::Streams), store.cf(Cf::Merkle));
         let mut tree = self.tree.clone();
@@ -1126,7 +1134,9 @@ impl LogWriter {
             wb.put_cf(salts_cf, cf::salt_index_key(seq.0), salt);
         }
         for (stream, head) in &batch.heads {
-            wb.put_cf(streams_cf, cf::stream_prefix(stream.as_str()), head.encode());
+            scratch.clear();
+            cf::push_stream_prefix(&mut scratch, stream.as_str());
+            wb.put_cf(streams_cf, &scratch, head.encode());
         }
         for (cf, key, value) in &batch.writes {
             match value {
