@@ -199,7 +199,9 @@ fn meta() -> Metadata {
 fn kyso_append(base: &Path, batch: usize, cell: Duration, pipelined: bool) -> (f64, String) {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, mut writer): (_, LogWriter) = EventStore::open(dir.path(), true).expect("kyso store");
-    let disk = pipelined.then(|| WriteThread::spawn(Arc::clone(&store)));
+    let (written, landed) = std::sync::mpsc::channel();
+    let disk = pipelined.then(|| WriteThread::spawn(Arc::clone(&store), move |outcome, _| drop(written.send(outcome))));
+    let wait = || landed.recv().expect("the log-write thread answers every batch").expect("commit").last_seq;
     let mut writing = false;
     let meta = meta();
     let mut next = 0u64;
@@ -215,15 +217,15 @@ fn kyso_append(base: &Path, batch: usize, cell: Duration, pipelined: bool) -> (f
             Some(disk) => {
                 let prepared = writer.prepare(b);
                 if writing {
-                    writer.durable(disk.wait().0.expect("commit").last_seq);
+                    writer.durable(wait());
                 }
                 disk.send(prepared);
                 writing = true;
             }
         }
     }
-    if let Some(disk) = disk.filter(|_| writing) {
-        writer.durable(disk.wait().0.expect("commit").last_seq);
+    if writing {
+        writer.durable(wait());
     }
     let rate = next as f64 / started.elapsed().as_secs_f64();
     let head = store.tree_head();

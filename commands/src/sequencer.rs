@@ -5,7 +5,7 @@
 
 use crate::clock::Clock;
 use event_store::pipeline::WriteThread;
-use event_store::{Batch, LogWriter, RegistryTime, Seq, StoreError};
+use event_store::{Batch, Committed, LogWriter, RegistryTime, Seq, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -162,106 +162,166 @@ impl<H: Handler> Sequencer<H> {
 /// Answers waiting for their batch to be durable.
 type Replies<H> = Vec<(<H as Handler>::Reply, oneshot::Sender<Result<<H as Handler>::Reply, SubmitError>>)>;
 
-/// Two stages on two threads: this one decides and prepares batch N+1 while the log-write
-/// thread makes batch N durable, so deciding and the disk overlap instead of taking turns.
-/// A batch's answers wait until it is durable; since N+1 was decided on top of N, a failed
-/// N takes N+1 down with it, unwritten.
+/// What the log-write thread reports for each batch: its outcome and RocksDB's time.
+type Written = (Result<Committed, StoreError>, Duration);
+
 fn run<H: Handler>(
-    mut writer: LogWriter,
-    mut handler: H,
+    writer: LogWriter,
+    handler: H,
     clock: Arc<dyn Clock>,
     config: SequencerConfig,
-    mut rx: mpsc::Receiver<Job<H>>,
+    rx: mpsc::Receiver<Job<H>>,
     stats: &SequencerStats,
 ) {
-    let disk = WriteThread::spawn(Arc::clone(writer.store()));
-    let mut jobs: Vec<Job<H>> = Vec::with_capacity(config.batch_max);
-    // The batch on its way to disk, if any.
-    let mut in_flight: Option<Replies<H>> = None;
-    let land = |writer: &mut LogWriter, handler: &mut H, replies: Replies<H>| {
-        let (outcome, took) = disk.wait();
+    let (written, landed) = mpsc::unbounded_channel();
+    let disk = WriteThread::spawn(Arc::clone(writer.store()), move |outcome, took| {
+        // The sequencer gone means nobody waits for the answer.
+        let _ = written.send((outcome, took));
+    });
+    let pipeline =
+        Pipeline { writer, handler, clock, last_now: RegistryTime(i64::MIN), stats, batch_max: config.batch_max };
+    // A runtime of this thread alone: it waits on the queue and the disk at once.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("the sequencer's runtime");
+    let mut handler = runtime.block_on(pipeline.run(rx, &disk, landed));
+    drop(disk);
+    handler.stopped();
+}
+
+/// Two stages on two threads: this one decides the commands that arrive while the log-write
+/// thread makes the batch before them durable, so deciding and the disk overlap instead of
+/// taking turns, and a batch still holds everything that queued during the last write. A
+/// batch's answers wait until it is durable; a failed batch takes the one decided on top of
+/// it down with it, unwritten.
+struct Pipeline<'a, H: Handler> {
+    writer: LogWriter,
+    handler: H,
+    clock: Arc<dyn Clock>,
+    /// The registry clock never runs backwards, whatever the wall clock does.
+    last_now: RegistryTime,
+    stats: &'a SequencerStats,
+    batch_max: usize,
+}
+
+impl<H: Handler> Pipeline<'_, H> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Job<H>>,
+        disk: &WriteThread,
+        mut landed: mpsc::UnboundedReceiver<Written>,
+    ) -> H {
+        // The batch on its way to disk (its answers), and the one being decided meanwhile.
+        let mut in_flight: Option<Replies<H>> = None;
+        let mut next: Option<(Batch, Replies<H>)> = None;
+        let mut open = true;
+        loop {
+            let Some(writing) = in_flight.take() else {
+                // The disk is idle: what was decided meanwhile goes now, or else what comes next.
+                if next.is_none() {
+                    match rx.recv().await {
+                        Some(job) if open => self.decide(&mut next, job),
+                        _ => break,
+                    }
+                }
+                self.drain(&mut rx, &mut next);
+                let (batch, replies) = next.take().expect("a command was just decided");
+                if batch.is_empty() {
+                    // Nothing to write, and everything it was decided against is durable.
+                    self.stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
+                    for (answer, reply) in replies {
+                        let _ = reply.send(Ok(answer));
+                    }
+                } else {
+                    disk.send(self.writer.prepare(batch));
+                    in_flight = Some(replies);
+                }
+                continue;
+            };
+            let room = open && next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max);
+            tokio::select! {
+                biased;
+                written = landed.recv() => {
+                    let written = written.expect("the log-write thread runs as long as this one");
+                    let staged = next.as_ref().map(|(b, _)| Seq(b.next_seq().0 - 1));
+                    if let Err(e) = self.land(written, writing, staged) {
+                        if let Some((batch, replies)) = next.take() {
+                            // Decided on top of the failed batch (the rewind forgot it too).
+                            let failed = u64::from(!batch.is_empty());
+                            self.stats.failed_batches.fetch_add(failed, Ordering::Relaxed);
+                            refuse::<H>(replies, &e);
+                        }
+                    }
+                }
+                job = rx.recv(), if room => {
+                    in_flight = Some(writing);
+                    match job {
+                        Some(job) => {
+                            self.decide(&mut next, job);
+                            self.drain(&mut rx, &mut next);
+                        }
+                        None => open = false,
+                    }
+                }
+            }
+        }
+        self.handler
+    }
+
+    /// Decides one command into the batch being built (begun now if there is none).
+    fn decide(&mut self, next: &mut Option<(Batch, Replies<H>)>, job: Job<H>) {
+        let (batch, replies) = next.get_or_insert_with(|| {
+            let now = self.clock.now().max(self.last_now);
+            self.last_now = now;
+            (self.writer.begin(now), Vec::new())
+        });
+        let answer = self.handler.handle(&mut self.writer, batch, job.cmd);
+        replies.push((answer, job.reply));
+    }
+
+    /// Decides whatever is queued already, up to a full batch.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Job<H>>, next: &mut Option<(Batch, Replies<H>)>) {
+        while next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max) {
+            match rx.try_recv() {
+                Ok(job) => self.decide(next, job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A batch is back from the disk: answer its waiters, or on a failure forget it and
+    /// everything decided after it. `staged` is the last seq decided beyond what was sent.
+    fn land(
+        &mut self,
+        (outcome, took): Written,
+        replies: Replies<H>,
+        staged: Option<Seq>,
+    ) -> Result<(), Arc<StoreError>> {
+        let stats = self.stats;
         stats.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
         match outcome {
             Ok(committed) => {
-                writer.durable(committed.last_seq);
+                self.writer.durable(committed.last_seq);
                 stats.last_seq.store(committed.last_seq.0, Ordering::Relaxed);
                 for (answer, reply) in replies {
                     // A waiter that gave up is fine: its command is durable all the same.
                     let _ = reply.send(Ok(answer));
                 }
-                handler.committed(committed.last_seq, writer.last_prepared());
-                None
+                let staged = staged.unwrap_or(self.writer.last_prepared()).max(committed.last_seq);
+                self.handler.committed(committed.last_seq, staged);
+                Ok(())
             }
             Err(e) => {
-                writer.rewind();
-                handler.rolled_back();
+                self.writer.rewind();
+                self.handler.rolled_back();
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "group commit failed; every command in the batch is refused");
                 let e = Arc::new(e);
                 refuse::<H>(replies, &e);
-                Some(e)
-            }
-        }
-    };
-    // The registry clock never runs backwards, whatever the wall clock does.
-    let mut last_now = RegistryTime(i64::MIN);
-    loop {
-        if in_flight.is_none() {
-            match rx.blocking_recv() {
-                Some(first) => jobs.push(first),
-                None => break,
-            }
-        }
-        while jobs.len() < config.batch_max {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        if jobs.is_empty() {
-            // Nothing to decide meanwhile: wait for the disk.
-            let replies = in_flight.take().expect("only a batch in flight lets the queue be empty here");
-            land(&mut writer, &mut handler, replies);
-            continue;
-        }
-        let now = clock.now().max(last_now);
-        last_now = now;
-        let mut batch = writer.begin(now);
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
-            let answer = handler.handle(&mut writer, &mut batch, job.cmd);
-            replies.push((answer, job.reply));
-        }
-        let next = (!batch.is_empty()).then(|| writer.prepare(batch));
-        if let Some(earlier) = in_flight.take()
-            && let Some(e) = land(&mut writer, &mut handler, earlier)
-        {
-            // Decided on top of the failed batch (the rewind above forgot it too).
-            stats.failed_batches.fetch_add(u64::from(next.is_some()), Ordering::Relaxed);
-            refuse::<H>(replies, &e);
-            continue;
-        }
-        match next {
-            Some(batch) => {
-                disk.send(batch);
-                in_flight = Some(replies);
-            }
-            None => {
-                // Nothing to write, and everything it was decided against is durable.
-                stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
-                for (answer, reply) in replies {
-                    let _ = reply.send(Ok(answer));
-                }
+                Err(e)
             }
         }
     }
-    if let Some(replies) = in_flight.take() {
-        land(&mut writer, &mut handler, replies);
-    }
-    drop(disk);
-    handler.stopped();
 }
 
 fn refuse<H: Handler>(replies: Replies<H>, e: &Arc<StoreError>) {

@@ -14,27 +14,27 @@ use std::time::{Duration, Instant};
 /// outcome before sending the next batch, and rewind its writer on a failure.
 pub struct WriteThread {
     to_disk: Option<mpsc::SyncSender<Prepared>>,
-    written: mpsc::Receiver<(Result<Committed, StoreError>, Duration)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WriteThread {
-    pub fn spawn(store: Arc<EventStore>) -> Self {
+    /// `written` hears each batch's outcome and how long RocksDB took, in the order sent.
+    pub fn spawn(
+        store: Arc<EventStore>,
+        mut written: impl FnMut(Result<Committed, StoreError>, Duration) + Send + 'static,
+    ) -> Self {
         let (to_disk, prepared) = mpsc::sync_channel::<Prepared>(1);
-        let (from_disk, written) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("kyso-log-write".into())
             .spawn(move || {
                 for batch in prepared {
                     let started = Instant::now();
                     let outcome = store.write(batch);
-                    if from_disk.send((outcome, started.elapsed())).is_err() {
-                        break;
-                    }
+                    written(outcome, started.elapsed());
                 }
             })
             .expect("spawning the log-write thread");
-        Self { to_disk: Some(to_disk), written, thread: Some(thread) }
+        Self { to_disk: Some(to_disk), thread: Some(thread) }
     }
 
     /// Starts writing `batch`.
@@ -44,11 +44,6 @@ impl WriteThread {
             .expect("present until drop")
             .send(batch)
             .expect("the log-write thread runs until it is dropped");
-    }
-
-    /// Waits for the batch sent last: its outcome and how long RocksDB took.
-    pub fn wait(&self) -> (Result<Committed, StoreError>, Duration) {
-        self.written.recv().expect("the log-write thread answers every batch it is sent")
     }
 }
 
