@@ -242,13 +242,13 @@ impl<H: Handler> Pipeline<'_, H> {
                 written = landed.recv() => {
                     let written = written.expect("the log-write thread runs as long as this one");
                     let staged = next.as_ref().map(|(b, _)| Seq(b.next_seq().0 - 1));
-                    if let Err(e) = self.land(written, writing, staged) {
-                        if let Some((batch, replies)) = next.take() {
-                            // Decided on top of the failed batch (the rewind forgot it too).
-                            let failed = u64::from(!batch.is_empty());
-                            self.stats.failed_batches.fetch_add(failed, Ordering::Relaxed);
-                            refuse::<H>(replies, &e);
-                        }
+                    if let Err(e) = self.land(written, writing, staged)
+                        && let Some((batch, replies)) = next.take()
+                    {
+                        // Decided on top of the failed batch (the rewind forgot it too).
+                        let failed = u64::from(!batch.is_empty());
+                        self.stats.failed_batches.fetch_add(failed, Ordering::Relaxed);
+                        refuse::<H>(replies, &e);
                     }
                 }
                 job = rx.recv(), if room => {
