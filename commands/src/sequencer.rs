@@ -5,7 +5,7 @@
 
 use crate::clock::Clock;
 use event_store::pipeline::WriteThread;
-use event_store::{Batch, Committed, LogWriter, RegistryTime, Seq, StoreError};
+use event_store::{Batch, Committed, LogWriter, Prepared, RegistryTime, Seq, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,11 +43,19 @@ pub struct SequencerConfig {
     pub batch_max: usize,
     /// How long `submit` waits for room in a full queue before answering `Busy`.
     pub enqueue_wait: Duration,
+    /// A batch of this many commands, decided while the disk is busy and with nothing more
+    /// queued, is prepared (encoded, hashed, its `WriteBatch` built) right away instead of
+    /// when the disk is free, and the commands after it wait for the batch after.
+    pub prepare_early_at: usize,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        Self { queue_max: 8192, batch_max: 2048, enqueue_wait: Duration::from_secs(2) }
+        // Preparing early keeps the disk busy under many submitters (RecordIssuance at 1024:
+        // ~85k cmds/s against ~68k preparing late, two A/B runs); a small batch keeps taking
+        // commands instead, as under HTTP load, where batches of ~60 are usual and splitting
+        // them would cost fsyncs.
+        Self { queue_max: 8192, batch_max: 2048, enqueue_wait: Duration::from_secs(2), prepare_early_at: 256 }
     }
 }
 
@@ -178,8 +186,15 @@ fn run<H: Handler>(
         // The sequencer gone means nobody waits for the answer.
         let _ = written.send((outcome, took));
     });
-    let pipeline =
-        Pipeline { writer, handler, clock, last_now: RegistryTime(i64::MIN), stats, batch_max: config.batch_max };
+    let pipeline = Pipeline {
+        writer,
+        handler,
+        clock,
+        last_now: RegistryTime(i64::MIN),
+        stats,
+        batch_max: config.batch_max,
+        prepare_early_at: config.prepare_early_at,
+    };
     // A runtime of this thread alone: it waits on the queue and the disk at once.
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("the sequencer's runtime");
     let mut handler = runtime.block_on(pipeline.run(rx, &disk, landed));
@@ -200,6 +215,7 @@ struct Pipeline<'a, H: Handler> {
     last_now: RegistryTime,
     stats: &'a SequencerStats,
     batch_max: usize,
+    prepare_early_at: usize,
 }
 
 impl<H: Handler> Pipeline<'_, H> {
@@ -209,12 +225,19 @@ impl<H: Handler> Pipeline<'_, H> {
         disk: &WriteThread,
         mut landed: mpsc::UnboundedReceiver<Written>,
     ) -> H {
-        // The batch on its way to disk (its answers), and the one being decided meanwhile.
+        // The batch on its way to disk (its answers), the one being decided meanwhile, and
+        // that one once prepared early.
         let mut in_flight: Option<Replies<H>> = None;
         let mut next: Option<(Batch, Replies<H>)> = None;
+        let mut ready: Option<(Prepared, Replies<H>)> = None;
         let mut open = true;
         loop {
             let Some(writing) = in_flight.take() else {
+                if let Some((batch, replies)) = ready.take() {
+                    disk.send(batch);
+                    in_flight = Some(replies);
+                    continue;
+                }
                 // The disk is idle: what was decided meanwhile goes now, or else what comes next.
                 if next.is_none() {
                     match rx.recv().await {
@@ -236,19 +259,19 @@ impl<H: Handler> Pipeline<'_, H> {
                 }
                 continue;
             };
-            let room = open && next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max);
+            let room = open && ready.is_none() && next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max);
             tokio::select! {
                 biased;
                 written = landed.recv() => {
                     let written = written.expect("the log-write thread runs as long as this one");
                     let staged = next.as_ref().map(|(b, _)| Seq(b.next_seq().0 - 1));
-                    if let Err(e) = self.land(written, writing, staged)
-                        && let Some((batch, replies)) = next.take()
-                    {
-                        // Decided on top of the failed batch (the rewind forgot it too).
-                        let failed = u64::from(!batch.is_empty());
-                        self.stats.failed_batches.fetch_add(failed, Ordering::Relaxed);
-                        refuse::<H>(replies, &e);
+                    if let Err(e) = self.land(written, writing, staged) {
+                        // Decided on top of the failed batch (the rewind forgot them too).
+                        let ready = ready.take().map(|(_, replies)| (true, replies));
+                        for (written, replies) in ready.into_iter().chain(next.take().map(|(b, r)| (!b.is_empty(), r))) {
+                            self.stats.failed_batches.fetch_add(u64::from(written), Ordering::Relaxed);
+                            refuse::<H>(replies, &e);
+                        }
                     }
                 }
                 job = rx.recv(), if room => {
@@ -257,6 +280,10 @@ impl<H: Handler> Pipeline<'_, H> {
                         Some(job) => {
                             self.decide(&mut next, job);
                             self.drain(&mut rx, &mut next);
+                            if next.as_ref().is_some_and(|(b, r)| r.len() >= self.prepare_early_at && !b.is_empty()) {
+                                let (batch, replies) = next.take().expect("checked just above");
+                                ready = Some((self.writer.prepare(batch), replies));
+                            }
                         }
                         None => open = false,
                     }

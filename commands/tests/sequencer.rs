@@ -79,7 +79,8 @@ async fn a_full_queue_answers_busy_instead_of_growing() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, writer) = EventStore::open(dir.path(), true).unwrap();
     let gate = Arc::new(AtomicBool::new(false));
-    let config = SequencerConfig { queue_max: 1, batch_max: 1, enqueue_wait: Duration::from_millis(20) };
+    let config =
+        SequencerConfig { queue_max: 1, batch_max: 1, enqueue_wait: Duration::from_millis(20), ..Default::default() };
     let (seq, thread) = Sequencer::start(writer, Gated(Arc::clone(&gate)), Arc::new(ManualClock::default()), config);
     // The writer holds at most one command and the queue one more: the rest must hear Busy.
     let tasks: Vec<_> = (0..16)
