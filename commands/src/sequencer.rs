@@ -43,19 +43,21 @@ pub struct SequencerConfig {
     pub batch_max: usize,
     /// How long `submit` waits for room in a full queue before answering `Busy`.
     pub enqueue_wait: Duration,
-    /// A batch of this many commands, decided while the disk is busy and with nothing more
-    /// queued, is prepared (encoded, hashed, its `WriteBatch` built) right away instead of
-    /// when the disk is free, and the commands after it wait for the batch after.
-    pub prepare_early_at: usize,
+    /// Under load, measured by batch size: while a batch of at least this many commands is
+    /// being written, the commands arriving meanwhile are decided during the write, and
+    /// their batch is prepared (encoded, hashed, its `WriteBatch` built) as soon as it has
+    /// this many too. Below it they wait for the write, as before pipelining: deciding
+    /// each as it arrives costs a thread wake-up per command, which a CPU-bound server
+    /// (HTTP) pays for and a lightly loaded one does not need.
+    pub overlap_at: usize,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        // Preparing early keeps the disk busy under many submitters (RecordIssuance at 1024:
-        // ~85k cmds/s against ~68k preparing late, two A/B runs); a small batch keeps taking
-        // commands instead, as under HTTP load, where batches of ~60 are usual and splitting
-        // them would cost fsyncs.
-        Self { queue_max: 8192, batch_max: 2048, enqueue_wait: Duration::from_secs(2), prepare_early_at: 256 }
+        // Overlapping keeps the disk busy under many submitters (RecordIssuance at 1024 in
+        // kyso-bench: ~80k cmds/s against ~65k one batch at a time); under HTTP load batches
+        // of ~60 are usual, and recorded lookups there lost ~10 % to per-command wake-ups.
+        Self { queue_max: 8192, batch_max: 2048, enqueue_wait: Duration::from_secs(2), overlap_at: 256 }
     }
 }
 
@@ -193,7 +195,7 @@ fn run<H: Handler>(
         last_now: RegistryTime(i64::MIN),
         stats,
         batch_max: config.batch_max,
-        prepare_early_at: config.prepare_early_at,
+        overlap_at: config.overlap_at,
     };
     // A runtime of this thread alone: it waits on the queue and the disk at once.
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("the sequencer's runtime");
@@ -202,11 +204,11 @@ fn run<H: Handler>(
     handler.stopped();
 }
 
-/// Two stages on two threads: this one decides the commands that arrive while the log-write
-/// thread makes the batch before them durable, so deciding and the disk overlap instead of
-/// taking turns, and a batch still holds everything that queued during the last write. A
-/// batch's answers wait until it is durable; a failed batch takes the one decided on top of
-/// it down with it, unwritten.
+/// Two stages on two threads: under load (see [`SequencerConfig::overlap_at`]) this one
+/// decides the commands that arrive while the log-write thread makes the batch before them
+/// durable, so deciding and the disk overlap instead of taking turns, and a batch still
+/// holds everything that queued during the last write. A batch's answers wait until it is
+/// durable; a failed batch takes the one decided on top of it down with it, unwritten.
 struct Pipeline<'a, H: Handler> {
     writer: LogWriter,
     handler: H,
@@ -215,7 +217,7 @@ struct Pipeline<'a, H: Handler> {
     last_now: RegistryTime,
     stats: &'a SequencerStats,
     batch_max: usize,
-    prepare_early_at: usize,
+    overlap_at: usize,
 }
 
 impl<H: Handler> Pipeline<'_, H> {
@@ -259,7 +261,10 @@ impl<H: Handler> Pipeline<'_, H> {
                 }
                 continue;
             };
-            let room = open && ready.is_none() && next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max);
+            let room = open
+                && ready.is_none()
+                && writing.len() >= self.overlap_at
+                && next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max);
             tokio::select! {
                 biased;
                 written = landed.recv() => {
@@ -280,7 +285,7 @@ impl<H: Handler> Pipeline<'_, H> {
                         Some(job) => {
                             self.decide(&mut next, job);
                             self.drain(&mut rx, &mut next);
-                            if next.as_ref().is_some_and(|(b, r)| r.len() >= self.prepare_early_at && !b.is_empty()) {
+                            if next.as_ref().is_some_and(|(b, r)| r.len() >= self.overlap_at && !b.is_empty()) {
                                 let (batch, replies) = next.take().expect("checked just above");
                                 ready = Some((self.writer.prepare(batch), replies));
                             }

@@ -241,9 +241,9 @@ async fn failed_writes_refuse_their_batches_and_leave_the_registry_equal_to_the_
     let (store, writer) = EventStore::open(dir.path(), true).unwrap();
     let registrar = Registrar::open(Arc::clone(&store), hue.clone()).unwrap().snapshot_every(200);
     let clock = Arc::new(ManualClock::new(workload::start_time()));
-    // Batches of 4 or more commands are prepared before the disk is free: both ways of
-    // waiting for it are in play.
-    let config = SequencerConfig { prepare_early_at: 4, ..SequencerConfig::default() };
+    // From batches of 4 commands on, the next batch is decided during the write and
+    // prepared before the disk is free: both ways of waiting for it are in play.
+    let config = SequencerConfig { overlap_at: 4, ..SequencerConfig::default() };
     let (seq, thread) = Sequencer::start(writer, registrar, Arc::clone(&clock) as _, config);
     for cmd in workload::setup() {
         seq.submit(sub("admin", cmd)).await.unwrap().unwrap();
