@@ -1,7 +1,7 @@
 //! The single writer: commands queue in a bounded channel; one thread drains up to
 //! `batch_max` of them, decides each in order against in-memory state, and hands them to a
 //! second thread as one synced RocksDB batch; every waiter is answered once it is durable.
-//! One fsync serves the whole batch, and the next batch is decided during it.
+//! One fsync serves the whole batch, and under load the next batch is decided during it.
 
 use crate::clock::Clock;
 use event_store::pipeline::WriteThread;
@@ -243,8 +243,8 @@ impl<H: Handler> Pipeline<'_, H> {
                 // The disk is idle: what was decided meanwhile goes now, or else what comes next.
                 if next.is_none() {
                     match rx.recv().await {
-                        Some(job) if open => self.decide(&mut next, job),
-                        _ => break,
+                        Some(job) => self.decide(&mut next, job),
+                        None => break,
                     }
                 }
                 self.drain(&mut rx, &mut next);
