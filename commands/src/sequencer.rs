@@ -252,9 +252,7 @@ impl<H: Handler> Pipeline<'_, H> {
                 if batch.is_empty() {
                     // Nothing to write, and everything it was decided against is durable.
                     self.stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
-                    for (answer, reply) in replies {
-                        let _ = reply.send(Ok(answer));
-                    }
+                    answer::<H>(replies);
                 } else {
                     disk.send(self.writer.prepare(batch));
                     in_flight = Some(replies);
@@ -273,8 +271,9 @@ impl<H: Handler> Pipeline<'_, H> {
                     if let Err(e) = self.land(written, writing, staged) {
                         // Decided on top of the failed batch (the rewind forgot them too).
                         let ready = ready.take().map(|(_, replies)| (true, replies));
-                        for (written, replies) in ready.into_iter().chain(next.take().map(|(b, r)| (!b.is_empty(), r))) {
-                            self.stats.failed_batches.fetch_add(u64::from(written), Ordering::Relaxed);
+                        let next = next.take().map(|(batch, replies)| (!batch.is_empty(), replies));
+                        for (had_writes, replies) in ready.into_iter().chain(next) {
+                            self.stats.failed_batches.fetch_add(u64::from(had_writes), Ordering::Relaxed);
                             refuse::<H>(replies, &e);
                         }
                     }
@@ -335,10 +334,7 @@ impl<H: Handler> Pipeline<'_, H> {
             Ok(committed) => {
                 self.writer.durable(committed.last_seq);
                 stats.last_seq.store(committed.last_seq.0, Ordering::Relaxed);
-                for (answer, reply) in replies {
-                    // A waiter that gave up is fine: its command is durable all the same.
-                    let _ = reply.send(Ok(answer));
-                }
+                answer::<H>(replies);
                 let staged = staged.unwrap_or(self.writer.last_prepared()).max(committed.last_seq);
                 self.handler.committed(committed.last_seq, staged);
                 Ok(())
@@ -353,6 +349,13 @@ impl<H: Handler> Pipeline<'_, H> {
                 Err(e)
             }
         }
+    }
+}
+
+fn answer<H: Handler>(replies: Replies<H>) {
+    for (answer, reply) in replies {
+        // A waiter that gave up is fine: its command is durable all the same.
+        let _ = reply.send(Ok(answer));
     }
 }
 

@@ -250,9 +250,10 @@ pub struct EventStore {
 ///
 /// A batch goes [`LogWriter::prepare`] → [`EventStore::write`] → [`LogWriter::durable`], so
 /// the next batch can be staged and prepared while one is being written (see
-/// `commands::sequencer`). Until a batch is durable, what it added (stream heads, salts,
-/// the tree) is kept apart in `pending`: later batches see it, and a failed write is undone
-/// by dropping it ([`LogWriter::rewind`]).
+/// `commands::sequencer`). Until a batch is durable, the stream heads and salts it added,
+/// and the tree as it was before it, are kept apart in `pending`: later batches see the
+/// heads and salts, and a failed write is undone by going back to the oldest pending tree
+/// ([`LogWriter::rewind`]).
 pub struct LogWriter {
     store: Arc<EventStore>,
     /// As of the last prepared batch.
@@ -262,9 +263,6 @@ pub struct LogWriter {
     right_tile: Vec<Hash>,
     /// Prepared batches not yet known durable, oldest first.
     pending: VecDeque<Pending>,
-    /// The tree and right tile as of the last durable batch: where a rewind goes back to.
-    durable_tree: CompactRange,
-    durable_tile: Vec<Hash>,
     /// Durable stream heads and salts, so that most stagings read no RocksDB.
     heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
@@ -272,13 +270,14 @@ pub struct LogWriter {
     last_batch_events: usize,
 }
 
-/// What one prepared batch added to the writer, until it is durable.
+/// What one prepared batch added to the writer, until it is durable, and the tree as it
+/// was before the batch: the oldest one's is where a rewind goes back to.
 struct Pending {
     last_seq: u64,
     heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
-    tree: CompactRange,
-    right_tile: Vec<Hash>,
+    tree_before: CompactRange,
+    tile_before: Vec<Hash>,
 }
 
 /// A staged batch as one RocksDB `WriteBatch`, ready for [`EventStore::write`] on any thread.
@@ -348,8 +347,6 @@ impl EventStore {
         let right_tile = store.right_tile(tree.size())?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
-            durable_tree: tree.clone(),
-            durable_tile: right_tile.clone(),
             right_tile,
             tree,
             store: Arc::clone(&store),
@@ -1155,11 +1152,9 @@ impl LogWriter {
             last_seq: head.size,
             heads: batch.heads,
             salts: batch.new_salts.into_iter().map(|(subject, (salt, _))| (subject, salt)).collect(),
-            tree: tree.clone(),
-            right_tile: right_tile.clone(),
+            tree_before: std::mem::replace(&mut self.tree, tree),
+            tile_before: std::mem::replace(&mut self.right_tile, right_tile),
         });
-        self.tree = tree;
-        self.right_tile = right_tile;
         self.next_seq = head.size + 1;
         Prepared { wb, head }
     }
@@ -1179,17 +1174,17 @@ impl LogWriter {
                 self.salts.clear();
             }
             self.salts.extend(p.salts);
-            self.durable_tree = p.tree;
-            self.durable_tile = p.right_tile;
         }
     }
 
     /// A write failed: forgets every batch prepared after the last durable one (a failed
     /// write's successors were prepared on top of it and must not be written either).
     pub fn rewind(&mut self) {
+        if let Some(oldest) = self.pending.pop_front() {
+            self.tree = oldest.tree_before;
+            self.right_tile = oldest.tile_before;
+        }
         self.pending.clear();
-        self.tree = self.durable_tree.clone();
-        self.right_tile = self.durable_tile.clone();
         self.next_seq = self.tree.size() + 1;
     }
 }
