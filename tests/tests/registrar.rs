@@ -265,12 +265,19 @@ async fn failed_writes_refuse_their_batches_and_leave_the_registry_equal_to_the_
             })
         })
         .collect();
+    // One write in three fails, counted in writes rather than time: a slower machine (or
+    // build) must not see every write fail, nor a faster one none.
     let faults = {
-        let store = Arc::clone(&store);
+        let (store, seq) = (Arc::clone(&store), seq.clone());
         tokio::spawn(async move {
+            let mut armed_at = 0;
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-                store.fail_next_writes(1);
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                let landed = seq.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+                if landed >= armed_at + 3 {
+                    store.fail_next_writes(1);
+                    armed_at = landed;
+                }
             }
         })
     };
@@ -295,6 +302,8 @@ async fn failed_writes_refuse_their_batches_and_leave_the_registry_equal_to_the_
         }
     }
     faults.abort();
+    // Its handle to the sequencer must be gone before the sequencer can stop.
+    assert!(faults.await.unwrap_err().is_cancelled());
     store.fail_next_writes(0);
     let failed = seq.stats().failed_batches.load(std::sync::atomic::Ordering::Relaxed);
     assert!(refused > 0 && failed > 0, "writes failed: {failed} batches, {refused} commands refused");
