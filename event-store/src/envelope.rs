@@ -198,12 +198,7 @@ impl Envelope {
             event_type: &self.event_type,
             schema_version: self.schema_version,
             recorded_at: self.recorded_at,
-            meta: MetadataRef {
-                actor: &self.meta.actor,
-                correlation_id: self.meta.correlation_id.as_deref(),
-                causation_id: self.meta.causation_id.as_deref(),
-                idempotency_key: self.meta.idempotency_key.as_deref(),
-            },
+            meta: self.meta.view(),
             subject: self.subject.as_deref(),
             payload: &self.payload,
         }
@@ -221,10 +216,23 @@ impl Envelope {
     }
 }
 
+impl Metadata {
+    /// A borrowed view, to encode events without cloning the metadata into each.
+    pub fn view(&self) -> MetadataRef<'_> {
+        MetadataRef {
+            actor: &self.actor,
+            correlation_id: self.correlation_id.as_deref(),
+            causation_id: self.causation_id.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
+        }
+    }
+}
+
 /// An envelope read without copying: its strings and payload borrow the stored bytes. The
 /// same postcard layout as [`Envelope`] (field for field), for passes over the whole log
-/// where allocating every field would be most of the cost (`kyso-replay verify`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// where allocating every field would be most of the cost (`kyso-replay verify`), and for
+/// the writer, which encodes new events from borrowed parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeRef<'a> {
     pub seq: Seq,
     pub stream: &'a str,
@@ -237,10 +245,11 @@ pub struct EnvelopeRef<'a> {
     pub meta: MetadataRef<'a>,
     #[serde(borrow)]
     pub subject: Option<&'a str>,
+    #[serde(serialize_with = "serde_bytes::serialize")]
     pub payload: &'a [u8],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataRef<'a> {
     pub actor: &'a str,
     #[serde(borrow)]
@@ -254,6 +263,11 @@ pub struct MetadataRef<'a> {
 impl<'a> EnvelopeRef<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+
+    /// The stored form, byte for byte what [`Envelope::encode`] gives, appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        postcard::to_io(self, out).expect("writing to a Vec cannot fail");
     }
 
     /// `bytes`, stored under `seq`, decoded and checked to be that seq's envelope; the
@@ -294,7 +308,7 @@ mod tests {
     /// The borrowed reader must read what the owned writer wrote, field for field, and
     /// hash to the same leaf.
     #[test]
-    fn the_borrowed_view_decodes_what_the_envelope_encodes() {
+    fn the_borrowed_view_decodes_and_encodes_what_the_envelope_encodes() {
         let env = Envelope {
             seq: Seq(42),
             stream: StreamId::new("citizen-046196000123"),
@@ -315,6 +329,9 @@ mod tests {
         let bytes = env.encode();
         let view = EnvelopeRef::decode(&bytes).unwrap();
         assert_eq!(view, env.view());
+        let mut encoded = Vec::new();
+        view.encode_into(&mut encoded);
+        assert_eq!(encoded, bytes, "the writer encodes new events from the borrowed view");
         let mut a = Vec::new();
         view.write_leaf_bytes(Some(&[7; 32]), &mut a);
         assert_eq!(a, env.leaf_bytes(Some(&[7; 32])));

@@ -128,7 +128,11 @@ pub struct Staged {
 pub struct Batch {
     first_seq: u64,
     recorded_at: RegistryTime,
-    events: Vec<(Envelope, LeafInput)>,
+    /// Every staged event, encoded under its seq as it was staged (from borrowed parts:
+    /// nothing is cloned per event); [`LogWriter::prepare`] adds the rest of the batch.
+    wb: WriteBatch,
+    /// Each staged event's Merkle leaf, in seq order.
+    leaves: Vec<Hash>,
     heads: HashMap<StreamId, StreamHead>,
     /// Each new salt with the seq of the event that created it.
     new_salts: HashMap<String, (Salt, Seq)>,
@@ -140,11 +144,11 @@ impl Batch {
         self.recorded_at
     }
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.writes.is_empty()
+        self.leaves.is_empty() && self.writes.is_empty()
     }
     /// The seq the next staged event will get.
     pub fn next_seq(&self) -> Seq {
-        Seq(self.first_seq + self.events.len() as u64)
+        Seq(self.first_seq + self.leaves.len() as u64)
     }
     /// An extra write (state, projection, idempotency key…) made durable with the events.
     pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
@@ -153,14 +157,6 @@ impl Batch {
     pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
         self.writes.push((cf, key, None));
     }
-}
-
-/// How the writer gets an event's Merkle leaf.
-enum LeafInput {
-    /// From the event, with its subject's salt if it has a subject.
-    Compute(Option<Salt>),
-    /// Given by the primary (a replica holds no salts); already checked where it could be.
-    Known(Hash),
 }
 
 /// Why a replica refused an event from the primary's stream. The replica stops on it.
@@ -266,8 +262,11 @@ pub struct LogWriter {
     /// Durable stream heads and salts, so that most stagings read no RocksDB.
     heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
-    /// Events in the last batch prepared.
+    /// Events and `WriteBatch` bytes of the last batch prepared, to size the next one.
     last_batch_events: usize,
+    last_batch_bytes: usize,
+    /// Reused for each staged event's leaf bytes.
+    scratch: Vec<u8>,
 }
 
 /// What one prepared batch added to the writer, until it is durable, and the tree as it
@@ -306,6 +305,20 @@ fn db_options(cf: Option<Cf>) -> Options {
         // 25.6k → 32.5k cmds/s in one A/B run (2026-11-29, session 7's machine).
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
+    }
+    if cf == Some(Cf::Streams) {
+        // Every new stream's head lands at a random place in the memtable. A skiplist
+        // insert there chases pointers through cache misses on each level: profiled under
+        // 1024 submitters it was the log-write thread's largest cost. Nothing iterates
+        // stream heads, only point lookups, so a hash table of the whole key serves them
+        // with one bucket lookup per insert. (Such a memtable cannot take concurrent
+        // inserts: see `allow_concurrent_memtable_write` below.)
+        opts.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
+        opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList { bucket_count: 1 << 20 });
+    }
+    if cf.is_none() {
+        // One thread writes the log; the other writers (projections, snapshots) are rare.
+        opts.set_allow_concurrent_memtable_write(false);
     }
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
@@ -354,6 +367,8 @@ impl EventStore {
             heads: HashMap::default(),
             salts: HashMap::default(),
             last_batch_events: 0,
+            last_batch_bytes: 0,
+            scratch: Vec::new(),
         };
         Ok((store, writer))
     }
@@ -921,11 +936,12 @@ impl LogWriter {
 
     /// Starts a batch whose events are recorded at `recorded_at`.
     pub fn begin(&self, recorded_at: RegistryTime) -> Batch {
-        // Sized like the last batch: growing a vector of envelopes copies them all each time.
+        // Sized like the last batch: growing a batch copies all of it each time.
         Batch {
             first_seq: self.next_seq,
             recorded_at,
-            events: Vec::with_capacity(self.last_batch_events),
+            wb: WriteBatch::with_capacity_bytes(self.last_batch_bytes),
+            leaves: Vec::with_capacity(self.last_batch_events),
             heads: HashMap::with_capacity_and_hasher(self.last_batch_events, Default::default()),
             new_salts: HashMap::default(),
             writes: Vec::new(),
@@ -1011,23 +1027,24 @@ impl LogWriter {
         for (append, head) in appends.into_iter().zip(heads) {
             // Within one command the same stream continues from its own staged head.
             let mut head = batch.heads.get(&append.stream).copied().unwrap_or(head);
-            for data in append.events {
+            for data in &append.events {
                 let seq = batch.next_seq();
-                batch.events.push((
-                    Envelope {
-                        seq,
-                        stream: append.stream.clone(),
-                        stream_version: head.version + 1,
-                        prev_seq: (head.version > 0).then_some(head.last_seq),
-                        event_type: data.event_type,
-                        schema_version: data.schema_version,
-                        recorded_at: batch.recorded_at,
-                        meta: meta.clone(),
-                        subject: data.subject,
-                        payload: data.payload,
-                    },
-                    LeafInput::Compute(salts.next().expect("one salt slot per event")),
-                ));
+                let env = EnvelopeRef {
+                    seq,
+                    stream: append.stream.as_str(),
+                    stream_version: head.version + 1,
+                    prev_seq: (head.version > 0).then_some(head.last_seq),
+                    event_type: &data.event_type,
+                    schema_version: data.schema_version,
+                    recorded_at: batch.recorded_at,
+                    meta: meta.view(),
+                    subject: data.subject.as_deref(),
+                    payload: &data.payload,
+                };
+                self.scratch.clear();
+                env.write_leaf_bytes(salts.next().expect("one salt slot per event").as_ref(), &mut self.scratch);
+                let leaf = merkle::hash_leaf(&self.scratch);
+                self.push_event(batch, &env, leaf);
                 head = StreamHead { version: head.version + 1, last_seq: seq };
             }
             stream_versions.push(head.version);
@@ -1061,9 +1078,17 @@ impl LogWriter {
         if env.subject.is_none() && merkle::hash_leaf(&env.leaf_bytes(None)) != leaf {
             return Err(ReplicateError::LeafMismatch { seq: env.seq.0 });
         }
-        batch.heads.insert(env.stream.clone(), StreamHead { version: env.stream_version, last_seq: env.seq });
-        batch.events.push((env, LeafInput::Known(leaf)));
+        self.push_event(batch, &env.view(), leaf);
+        batch.heads.insert(env.stream, StreamHead { version: env.stream_version, last_seq: env.seq });
         Ok(())
+    }
+
+    /// Adds one event, encoded, and its leaf to the batch.
+    fn push_event(&mut self, batch: &mut Batch, env: &EnvelopeRef<'_>, leaf: Hash) {
+        self.scratch.clear();
+        env.encode_into(&mut self.scratch);
+        batch.wb.put_cf(self.store.cf(Cf::Events), cf::seq_key(env.seq.0), &self.scratch);
+        batch.leaves.push(leaf);
     }
 
     /// Writes the whole batch — events, stream heads, Merkle nodes, tree head and extra
@@ -1091,26 +1116,14 @@ impl LogWriter {
     pub fn prepare(&mut self, batch: Batch) -> Prepared {
         assert_eq!(batch.first_seq, self.next_seq, "a batch is prepared by the writer that began it, in order");
         assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
-        self.last_batch_events = batch.events.len();
+        self.last_batch_events = batch.leaves.len();
         let store = &self.store;
-        let (events_cf, streams_cf, merkle_cf) = (store.cf(Cf::Events), store.cf(Cf::Streams), store.cf(Cf::Merkle));
+        let (streams_cf, merkle_cf) = (store.cf(Cf::Streams), store.cf(Cf::Merkle));
         let mut tree = self.tree.clone();
         let mut tile: Vec<u8> = self.right_tile.concat();
-        let mut wb = WriteBatch::default();
-        let mut scratch = Vec::with_capacity(1024);
-        for (env, input) in &batch.events {
-            assert_eq!(env.seq.0, tree.size() + 1, "seqs are gap-free");
-            scratch.clear();
-            env.encode_into(&mut scratch);
-            wb.put_cf(events_cf, cf::seq_key(env.seq.0), &scratch);
-            let leaf = match input {
-                LeafInput::Compute(salt) => {
-                    scratch.clear();
-                    env.write_leaf_bytes(salt.as_ref(), &mut scratch);
-                    merkle::hash_leaf(&scratch)
-                }
-                LeafInput::Known(leaf) => *leaf,
-            };
+        let mut wb = batch.wb;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for &leaf in &batch.leaves {
             tree.append(leaf, |id, hash| {
                 if id.level >= cf::TILE_HEIGHT {
                     wb.put_cf(merkle_cf, cf::node_key(id.level, id.index), hash);
@@ -1146,6 +1159,8 @@ impl LogWriter {
         head_bytes[..8].copy_from_slice(&head.size.to_be_bytes());
         head_bytes[8..].copy_from_slice(&head.root);
         wb.put_cf(store.cf(Cf::Meta), META_TREE, head_bytes);
+        self.last_batch_bytes = wb.size_in_bytes();
+        self.scratch = scratch;
 
         let right_tile: Vec<Hash> = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
         self.pending.push_back(Pending {
