@@ -8,7 +8,8 @@ pub enum Cf {
     Events,
     /// `len (u16) ‖ stream id → version (u64) ‖ last seq (u64)`: each aggregate's head. A
     /// stream's history is its events' `prev_seq` chain back from here; a new stream costs
-    /// one bloom-filtered point lookup.
+    /// one bloom-filtered point lookup. Only ever read by point lookups, so its memtable is
+    /// a hash table rather than a skiplist (see `db_options`).
     Streams,
     /// The Merkle tree, stored as Tessera does: leaf hashes 256 to a key (`0xFF ‖ tile (u64)
     /// → up to 256 × 32 bytes`, the rightmost tile rewritten as it fills), and every complete

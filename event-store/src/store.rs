@@ -265,7 +265,7 @@ pub struct LogWriter {
     /// Events and `WriteBatch` bytes of the last batch prepared, to size the next one.
     last_batch_events: usize,
     last_batch_bytes: usize,
-    /// Reused for each staged event's leaf bytes.
+    /// Reused for each staged event's leaf bytes and encoding, and each batch's head keys.
     scratch: Vec<u8>,
 }
 
@@ -317,7 +317,8 @@ fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList { bucket_count: 1 << 20 });
     }
     if cf.is_none() {
-        // One thread writes the log; the other writers (projections, snapshots) are rare.
+        // One thread writes the log. The others (the projections follower, snapshots,
+        // checkpoints) write far less and wait their turn in RocksDB's write queue.
         opts.set_allow_concurrent_memtable_write(false);
     }
     let mut table = rocksdb::BlockBasedOptions::default();
