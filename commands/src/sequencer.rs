@@ -335,7 +335,8 @@ impl<H: Handler> Pipeline<'_, H> {
                 self.writer.durable(committed.last_seq);
                 stats.last_seq.store(committed.last_seq.0, Ordering::Relaxed);
                 answer::<H>(replies);
-                let staged = staged.unwrap_or(self.writer.last_prepared()).max(committed.last_seq);
+                // A batch being decided starts past everything prepared, which includes this one.
+                let staged = staged.unwrap_or(self.writer.last_prepared());
                 self.handler.committed(committed.last_seq, staged);
                 Ok(())
             }

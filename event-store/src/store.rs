@@ -1042,9 +1042,7 @@ impl LogWriter {
                     subject: data.subject.as_deref(),
                     payload: &data.payload,
                 };
-                self.scratch.clear();
-                env.write_leaf_bytes(salts.next().expect("one salt slot per event").as_ref(), &mut self.scratch);
-                let leaf = merkle::hash_leaf(&self.scratch);
+                let leaf = self.leaf_of(&env, salts.next().expect("one salt slot per event").as_ref());
                 self.push_event(batch, &env, leaf);
                 head = StreamHead { version: head.version + 1, last_seq: seq };
             }
@@ -1076,12 +1074,19 @@ impl LogWriter {
                 prev: env.prev_seq.map(|s| s.0),
             });
         }
-        if env.subject.is_none() && merkle::hash_leaf(&env.leaf_bytes(None)) != leaf {
+        if env.subject.is_none() && self.leaf_of(&env.view(), None) != leaf {
             return Err(ReplicateError::LeafMismatch { seq: env.seq.0 });
         }
         self.push_event(batch, &env.view(), leaf);
         batch.heads.insert(env.stream, StreamHead { version: env.stream_version, last_seq: env.seq });
         Ok(())
+    }
+
+    /// The event's Merkle leaf hash, its bytes built in the reused buffer.
+    fn leaf_of(&mut self, env: &EnvelopeRef<'_>, salt: Option<&Salt>) -> Hash {
+        self.scratch.clear();
+        env.write_leaf_bytes(salt, &mut self.scratch);
+        merkle::hash_leaf(&self.scratch)
     }
 
     /// Adds one event, encoded, and its leaf to the batch.
