@@ -148,6 +148,52 @@ fn reopen_restores_seq_tree_and_stream_heads() {
     assert_eq!(read_only.last_seq(), Seq(16));
 }
 
+/// Builds before session 12 kept stream heads in a skiplist memtable with no prefix
+/// extractor; today's store reads them through a hash memtable keyed by the whole key. Heads
+/// in a table file written the old way must read the same, guard their streams, and sit
+/// beside heads written since; a missing stream must still read as new.
+#[test]
+fn stream_heads_written_without_the_hash_memtable_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams: Vec<String> = (0..200).map(|i| format!("citizen-{i:012}")).collect();
+    let heads_of = |store: &EventStore| -> Vec<_> {
+        streams.iter().map(|s| store.stream_head(&StreamId::new(s.as_str())).unwrap()).collect()
+    };
+    let written = {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        for (i, stream) in streams.iter().enumerate() {
+            let mut batch = writer.begin(RegistryTime(0));
+            writer.stage(&mut batch, &meta(), vec![append(stream, ExpectedVersion::Any, 1 + i % 3)]).unwrap();
+            writer.commit(batch).unwrap();
+        }
+        heads_of(&store)
+    };
+    {
+        // As an older build opened it: default options in every column family.
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), Cf::ALL.map(Cf::name)).unwrap();
+        db.flush_cf(db.cf_handle(Cf::Streams.name()).unwrap()).unwrap();
+    }
+    {
+        let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+        assert_eq!(heads_of(&store), written);
+        assert_eq!(store.stream_head(&StreamId::new("citizen-999999999999")).unwrap().version, 0);
+        let mut batch = writer.begin(RegistryTime(0));
+        let conflict = writer.stage(&mut batch, &meta(), vec![append(&streams[0], ExpectedVersion::Exact(0), 1)]);
+        assert!(matches!(conflict, Err(AppendError::Conflict(_))), "an old head still guards its stream");
+        for (stream, head) in streams[100..].iter().zip(&written[100..]) {
+            let next = vec![append(stream, ExpectedVersion::Exact(head.version), 1)];
+            writer.stage(&mut batch, &meta(), next).unwrap();
+        }
+        writer.commit(batch).unwrap();
+    }
+    let now = heads_of(&EventStore::open(dir.path(), false).unwrap().0);
+    assert_eq!(now[..100], written[..100]);
+    for ((stream, now), then) in streams.iter().zip(&now).zip(&written).skip(100) {
+        assert_eq!(now.version, then.version + 1, "stream {stream}");
+    }
+    assert_eq!(heads_of(&EventStore::open_read_only(dir.path()).unwrap()), now);
+}
+
 #[test]
 fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
     let dir = tempfile::tempdir().unwrap();
