@@ -28,16 +28,20 @@ pub enum Cf {
     /// `due_at (i64) ‖ id → ()`: what the scheduler must act on, in due order.
     Deadlines,
     /// Per-citizen salts for the commitments in Merkle leaves; erasing one forgets a citizen.
-    /// `subject → salt (32) ‖ first seq (u64)`, and the same salt again under `0xFF ‖ first
-    /// seq (u64)`: the seq of the event that created it. Verifying the log reads that second
-    /// form in step with the events instead of a random point lookup per subject. (Subjects
-    /// are UTF-8, which never holds a 0xFF byte. Stores written before the index have
-    /// `subject → salt` alone; readers take both.)
+    /// `subject → salt (32) ‖ first seq (u64)`: the seq of the event that created it. Only
+    /// point lookups, so its memtable is a hash table like [`Cf::Streams`]'s. (Format-1
+    /// stores have `subject → salt` alone; readers take both.)
     Salts,
+    /// `first seq (u64) → salt (32)`: each salt again, under the seq of the event that
+    /// created it. Verifying the log reads it in step with the events instead of a random
+    /// point lookup per subject. Format-2 stores kept it inside [`Cf::Salts`] under
+    /// `0xFF ‖ seq`, where it forced that column family's memtable to stay ordered; opening
+    /// one for writing moves it here.
+    SaltIndex,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Events,
         Cf::Streams,
         Cf::Merkle,
@@ -47,6 +51,7 @@ impl Cf {
         Cf::Projections,
         Cf::Deadlines,
         Cf::Salts,
+        Cf::SaltIndex,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Cf {
             Cf::Projections => "projections",
             Cf::Deadlines => "deadlines",
             Cf::Salts => "salts",
+            Cf::SaltIndex => "salt_index",
         }
     }
 }
@@ -103,15 +109,8 @@ pub(crate) fn tile_key(tile: u64) -> [u8; 9] {
     key
 }
 
-/// Salts by the seq that created them start with a byte no UTF-8 subject has.
-pub const SALT_INDEX_PREFIX: u8 = 0xFF;
-
-pub fn salt_index_key(first_seq: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = SALT_INDEX_PREFIX;
-    key[1..].copy_from_slice(&first_seq.to_be_bytes());
-    key
-}
+/// Format 2 kept the salt index in [`Cf::Salts`] under this byte (no UTF-8 subject has it).
+pub(crate) const LEGACY_SALT_INDEX_PREFIX: u8 = 0xFF;
 
 pub(crate) const META_FORMAT: &[u8] = b"format";
 /// `size (u64) ‖ root (32 bytes)`, written in every batch.

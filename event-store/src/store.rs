@@ -4,7 +4,9 @@ use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
-use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap as StdHashMap;
 
@@ -17,10 +19,14 @@ use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
 /// 2: salts carry their first seq and are indexed by it (see [`Cf::Salts`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: that index has its own column family ([`Cf::SaltIndex`]).
+pub const FORMAT_VERSION: u32 = 3;
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
-/// are; opening one for writing marks it format 2, so older builds refuse it from then on.
+/// are; format 2 only in where the salt index is. Opening either for writing moves what
+/// needs moving and marks it format 3, so older builds refuse it from then on.
 const OLDEST_FORMAT: u32 = 1;
+/// Salt index entries moved per synced batch when a format-2 store is upgraded.
+const UPGRADE_CHUNK: usize = 50_000;
 /// Stream ids are keys; a bound keeps a client from making huge ones.
 pub const MAX_STREAM_ID_BYTES: usize = 256;
 /// The writer caches stream heads; past this many it starts over (reads fall back to RocksDB).
@@ -203,6 +209,37 @@ fn encode_salt(salt: &Salt, first_seq: Seq) -> [u8; 40] {
     stored
 }
 
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
+/// Format 2 → 3: moves the salt index from `salts` (under `0xFF ‖ seq`) to `salt_index`,
+/// in one pass and synced batches of bounded size. The caller changes the format record
+/// after, so a crash half-way leaves a format-2 store whose next open moves the rest.
+fn move_salt_index(db: &DB) -> Result<(), StoreError> {
+    let cf = |cf: Cf| db.cf_handle(cf.name()).expect("opened with every Cf");
+    let (salts, index) = (cf(Cf::Salts), cf(Cf::SaltIndex));
+    let mut opts = ReadOptions::default();
+    opts.set_total_order_seek(true);
+    let prefix = [cf::LEGACY_SALT_INDEX_PREFIX];
+    let mut wb = WriteBatch::default();
+    for item in db.iterator_cf_opt(salts, opts, IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, value) = item?;
+        let Some(seq) = key.strip_prefix(&prefix) else { break };
+        if seq.len() != 8 {
+            return Err(StoreError::CorruptMeta("a format-2 salt index key is not 0xFF ‖ seq".into()));
+        }
+        wb.put_cf(index, seq, value);
+        wb.delete_cf(salts, key);
+        if wb.len() >= 2 * UPGRADE_CHUNK {
+            db.write_opt(std::mem::take(&mut wb), &synced())?;
+        }
+    }
+    Ok(db.write_opt(wb, &synced())?)
+}
+
 fn checkpoint_size(key: &[u8]) -> Result<u64, StoreError> {
     key.get(META_CHECKPOINT_PREFIX.len()..)
         .and_then(|b| b.try_into().ok())
@@ -236,6 +273,9 @@ pub struct Committed {
 /// Read access to the log. Shared (`Arc`) by every reader; reads never wait for the writer.
 pub struct EventStore {
     db: DB,
+    /// As opened: a writer has upgraded it to [`FORMAT_VERSION`]; a read-only open reads
+    /// older formats as they are.
+    format: u32,
     head: RwLock<TreeHead>,
     /// Writes still to fail on purpose ([`EventStore::fail_next_writes`]).
     faults: AtomicU32,
@@ -306,13 +346,14 @@ fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    if cf == Some(Cf::Streams) {
-        // Every new stream's head lands at a random place in the memtable. A skiplist
-        // insert there chases pointers through cache misses on each level: profiled under
-        // 1024 submitters it was the log-write thread's largest cost. Nothing iterates
-        // stream heads, only point lookups, so a hash table of the whole key serves them
-        // with one bucket lookup per insert. (Such a memtable cannot take concurrent
-        // inserts: see `allow_concurrent_memtable_write` below.)
+    if matches!(cf, Some(Cf::Streams | Cf::Salts)) {
+        // Every new stream's head, and every new citizen's salt, lands at a random place in
+        // the memtable. A skiplist insert there chases pointers through cache misses on
+        // each level: profiled under 1024 submitters it was the log-write thread's largest
+        // cost. Nothing reads these column families but point lookups (and whole scans in
+        // tests and upgrades, which `scan_prefix` makes total-order), so a hash table of
+        // the whole key serves them with one bucket lookup per insert. (Such a memtable
+        // cannot take concurrent inserts: see `allow_concurrent_memtable_write` below.)
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
         opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList { bucket_count: 1 << 20 });
     }
@@ -344,17 +385,17 @@ impl EventStore {
         opts.create_missing_column_families(true);
         let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(Some(*cf))));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let format = db.get_cf(db.cf_handle(Cf::Meta.name()).expect("opened with every Cf"), META_FORMAT)?;
-        match format {
-            Some(f) if f != OLDEST_FORMAT.to_be_bytes() => {}
-            _ => {
-                let mut wb = WriteBatch::default();
-                let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
-                wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                db.write_opt(wb, &wo)?;
+        let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
+        let format = db.get_cf(meta, META_FORMAT)?.and_then(|f| Some(u32::from_be_bytes(f.try_into().ok()?)));
+        // A new store, or an older format to upgrade (a newer or unreadable record is left
+        // for `checked` to refuse).
+        if format.is_none_or(|f| (OLDEST_FORMAT..FORMAT_VERSION).contains(&f)) {
+            if format == Some(2) {
+                move_salt_index(&db)?;
             }
+            let mut wb = WriteBatch::default();
+            wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+            db.write_opt(wb, &synced())?;
         }
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
@@ -381,7 +422,9 @@ impl EventStore {
         if !path.join("CURRENT").exists() {
             return Err(StoreError::NotFound(path.display().to_string()));
         }
-        let names = Cf::ALL.map(Cf::name);
+        // A format-2 store has no salt index column family; `format` keeps readers off it.
+        let existing = DB::list_cf(&db_options(None), path)?;
+        let names = Cf::ALL.map(Cf::name).into_iter().filter(|name| existing.iter().any(|e| e == name));
         let db = DB::open_cf_for_read_only(&db_options(None), path, names, false)?;
         let store = Arc::new(Self::checked(db)?);
         store.load_compact_range()?;
@@ -410,7 +453,12 @@ impl EventStore {
             },
             Some(_) => return Err(StoreError::CorruptMeta("tree head record is not 40 bytes".into())),
         };
-        let store = EventStore { db, head: RwLock::new(head), faults: AtomicU32::new(0) };
+        if format >= 3 && db.cf_handle(Cf::SaltIndex.name()).is_none() {
+            return Err(StoreError::CorruptMeta(format!(
+                "a format-{format} store without its salt index column family"
+            )));
+        }
+        let store = EventStore { db, format, head: RwLock::new(head), faults: AtomicU32::new(0) };
         let last = store.last_event_key()?;
         if last != head.size {
             return Err(StoreError::CorruptMeta(format!(
@@ -553,8 +601,12 @@ impl EventStore {
         cf: Cf,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + 'a {
+        // Total order: the column families with a whole-key prefix extractor would otherwise
+        // seek only the exact key `prefix`.
+        let mut opts = ReadOptions::default();
+        opts.set_total_order_seek(true);
         self.db
-            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+            .iterator_cf_opt(self.cf(cf), opts, IteratorMode::From(prefix, Direction::Forward))
             .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(prefix)).unwrap_or(true))
             .map(|item| item.map_err(StoreError::from))
     }
@@ -564,15 +616,18 @@ impl EventStore {
         self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?.map(|b| salt_of(&b)).transpose()
     }
 
-    /// The salts column's keys that hold `subject`'s salt: what erasing it must delete.
-    /// Empty when the subject has no salt (never had events, or was erased).
-    pub fn salt_keys(&self, subject: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The keys that hold `subject`'s salt: what erasing it must delete. Empty when the
+    /// subject has no salt (never had events, or was erased).
+    pub fn salt_keys(&self, subject: &str) -> Result<Vec<(Cf, Vec<u8>)>, StoreError> {
         let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? else {
             return Ok(Vec::new());
         };
-        let mut keys = vec![subject.as_bytes().to_vec()];
+        let mut keys = vec![(Cf::Salts, subject.as_bytes().to_vec())];
         if let (_, Some(seq)) = stored_salt(&stored)? {
-            keys.push(cf::salt_index_key(seq).to_vec());
+            keys.push(match self.format {
+                3.. => (Cf::SaltIndex, cf::seq_key(seq).to_vec()),
+                _ => (Cf::Salts, [&[cf::LEGACY_SALT_INDEX_PREFIX][..], &seq.to_be_bytes()].concat()),
+            });
         }
         Ok(keys)
     }
@@ -581,13 +636,17 @@ impl EventStore {
     /// appearance, read in step with the log.
     pub fn salts_by_first_seq(&self) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
         let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
-        self.scan_prefix(Cf::Salts, &[cf::SALT_INDEX_PREFIX]).map(move |item| {
+        let (cf, prefix): (_, &[u8]) = match self.format {
+            3.. => (Cf::SaltIndex, &[]),
+            _ => (Cf::Salts, &[cf::LEGACY_SALT_INDEX_PREFIX]),
+        };
+        self.scan_prefix(cf, prefix).map(move |item| {
             let (key, value) = item?;
-            let seq = key.get(1..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let seq = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
             let salt = <Salt>::try_from(value.as_ref()).ok();
             match (seq, salt) {
                 (Some(seq), Some(salt)) => Ok((Seq(seq), salt)),
-                (None, _) => Err(bad("has a key that is not 0xFF ‖ seq")),
+                (None, _) => Err(bad("has a key that is not a seq")),
                 (_, None) => Err(bad(&format!("holds {} bytes, not a 32-byte salt", value.len()))),
             }
         })
@@ -756,7 +815,11 @@ impl EventStore {
     pub fn forget(&self, keys: &[(Cf, Vec<u8>)], prefixes: &[(Cf, Vec<u8>)]) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         for (cf, key) in keys {
-            assert!(matches!(cf, Cf::Salts | Cf::Idempotency | Cf::Projections), "{} cannot be erased from", cf.name());
+            assert!(
+                matches!(cf, Cf::Salts | Cf::SaltIndex | Cf::Idempotency | Cf::Projections),
+                "{} cannot be erased from",
+                cf.name()
+            );
             wb.delete_cf(self.cf(*cf), key);
         }
         for (cf, prefix) in prefixes {
@@ -1144,10 +1207,10 @@ impl LogWriter {
         if !tile.is_empty() {
             wb.put_cf(merkle_cf, cf::tile_key(tree.size() / cf::TILE_WIDTH), &tile);
         }
-        let salts_cf = store.cf(Cf::Salts);
+        let (salts_cf, index_cf) = (store.cf(Cf::Salts), store.cf(Cf::SaltIndex));
         for (subject, (salt, seq)) in &batch.new_salts {
             wb.put_cf(salts_cf, subject.as_bytes(), encode_salt(salt, *seq));
-            wb.put_cf(salts_cf, cf::salt_index_key(seq.0), salt);
+            wb.put_cf(index_cf, cf::seq_key(seq.0), salt);
         }
         for (stream, head) in &batch.heads {
             scratch.clear();

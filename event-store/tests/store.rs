@@ -230,9 +230,10 @@ fn a_store_from_a_newer_format_is_refused_clearly() {
 }
 
 /// Format 1 had salts without their first seq and no salt index: such a store still reads,
-/// and opening it for writing marks it format 2 so older builds refuse it from then on.
+/// and opening it for writing marks it the current format so older builds refuse it from
+/// then on.
 #[test]
-fn a_format_1_store_reads_and_is_marked_format_2_when_written() {
+fn a_format_1_store_reads_and_is_marked_current_when_written() {
     let dir = tempfile::tempdir().unwrap();
     let format = |store: &EventStore| store.get(Cf::Meta, b"format").unwrap().unwrap();
     {
@@ -247,12 +248,12 @@ fn a_format_1_store_reads_and_is_marked_format_2_when_written() {
         let append = StreamAppend { stream: StreamId::new("s"), expected: ExpectedVersion::Any, events: vec![data] };
         writer.stage(&mut batch, &meta(), vec![append]).unwrap();
         writer.commit(batch).unwrap();
-        assert_eq!(format(&store), 2u32.to_be_bytes());
+        assert_eq!(format(&store), FORMAT_VERSION.to_be_bytes());
         let salt = store.salt("046196000001").unwrap().unwrap();
         assert_eq!(store.salts_by_first_seq().map(Result::unwrap).collect::<Vec<_>>(), [(Seq(1), salt)]);
         // Now make it what format 1 wrote.
-        for key in store.salt_keys("046196000001").unwrap() {
-            store.tamper_raw_delete(Cf::Salts, &key).unwrap();
+        for (cf, key) in store.salt_keys("046196000001").unwrap() {
+            store.tamper_raw_delete(cf, &key).unwrap();
         }
         store.tamper_raw_put(Cf::Salts, b"046196000001", &salt).unwrap();
         store.tamper_raw_put(Cf::Meta, b"format", &1u32.to_be_bytes()).unwrap();
@@ -263,9 +264,77 @@ fn a_format_1_store_reads_and_is_marked_format_2_when_written() {
     assert_eq!(format(&store), 1u32.to_be_bytes(), "reading changes nothing");
     drop(store);
     let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
-    assert_eq!(format(&store), 2u32.to_be_bytes());
+    assert_eq!(format(&store), FORMAT_VERSION.to_be_bytes());
     assert_eq!(store.salt_keys("046196000001").unwrap().len(), 1, "a format-1 salt has no index entry to erase");
     assert!(store.salt_keys("046196000002").unwrap().is_empty(), "a subject without events has no salt to erase");
+}
+
+/// Format 2 kept the salt index inside `salts`, under `0xFF ‖ seq`, and had no `salt_index`
+/// column family. Such a store reads as it is; opening it for writing moves the index, also
+/// after an upgrade that stopped half-way, and marks it format 3.
+#[test]
+fn a_format_2_store_reads_and_its_salt_index_moves_when_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let subjects: Vec<String> = (0..300).map(|i| format!("046196{i:06}")).collect();
+    let index = {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        let mut batch = writer.begin(RegistryTime(0));
+        for (i, subject) in subjects.iter().enumerate() {
+            let data = EventData {
+                event_type: "T".into(),
+                schema_version: 1,
+                payload: vec![i as u8],
+                subject: Some(subject.clone()),
+            };
+            let append = StreamAppend {
+                stream: StreamId::new(subject.as_str()),
+                expected: ExpectedVersion::Any,
+                events: vec![data],
+            };
+            writer.stage(&mut batch, &meta(), vec![append]).unwrap();
+        }
+        writer.commit(batch).unwrap();
+        store.salts_by_first_seq().collect::<Result<Vec<_>, _>>().unwrap()
+    };
+    assert_eq!(index.len(), 300);
+    let legacy_key = |seq: Seq| [&[0xFF][..], &seq.0.to_be_bytes()].concat();
+    let names = Cf::ALL.map(Cf::name);
+    {
+        // What format 2 wrote.
+        let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let salts = db.cf_handle(Cf::Salts.name()).unwrap();
+        for (seq, salt) in &index {
+            db.put_cf(salts, legacy_key(*seq), salt).unwrap();
+        }
+        db.put_cf(db.cf_handle(Cf::Meta.name()).unwrap(), b"format", 2u32.to_be_bytes()).unwrap();
+        db.drop_cf(Cf::SaltIndex.name()).unwrap();
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.salts_by_first_seq().collect::<Result<Vec<_>, _>>().unwrap(), index);
+    assert_eq!(store.salt_keys(&subjects[7]).unwrap()[1], (Cf::Salts, legacy_key(index[7].0)));
+    drop(store);
+    {
+        // An upgrade that moved the first 100 entries and stopped.
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        let (salts, moved) = (db.cf_handle(Cf::Salts.name()).unwrap(), db.cf_handle(Cf::SaltIndex.name()).unwrap());
+        for (seq, salt) in &index[..100] {
+            db.put_cf(moved, seq.0.to_be_bytes(), salt).unwrap();
+            db.delete_cf(salts, legacy_key(*seq)).unwrap();
+        }
+    }
+    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), 3u32.to_be_bytes());
+    assert_eq!(store.salts_by_first_seq().collect::<Result<Vec<_>, _>>().unwrap(), index);
+    let salts: Vec<_> = store.scan_prefix(Cf::Salts, b"").map(|kv| kv.unwrap().0).collect();
+    assert_eq!(salts.len(), 300, "only subjects are left in salts");
+    assert!(salts.iter().all(|k| k[0] != 0xFF));
+    let keys = store.salt_keys(&subjects[7]).unwrap();
+    assert_eq!(
+        keys,
+        [(Cf::Salts, subjects[7].as_bytes().to_vec()), (Cf::SaltIndex, index[7].0.0.to_be_bytes().to_vec())]
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub fn erase_citizen(store: &EventStore, projections: &Projections, cccd: &Cccd)
     let salt = !salt_keys.is_empty();
     let records = commands::registrar::idempotency_records_about(store, subject)?;
     let mut keys: Vec<(Cf, Vec<u8>)> = records.iter().map(|k| (Cf::Idempotency, k.clone())).collect();
-    keys.extend(salt_keys.into_iter().map(|k| (Cf::Salts, k)));
+    keys.extend(salt_keys);
     let trail = [projections.audit.key_prefix(), Subject::Citizen(*cccd).key_part()].concat();
     store.forget(&keys, &[(Cf::Projections, trail)])?;
     Ok(Erasure { salt, idempotency_records: records.len() })

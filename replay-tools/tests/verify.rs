@@ -35,13 +35,14 @@ fn a_store_without_the_salt_index_verifies() {
     filled(dir.path(), 50);
     {
         let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
-        let entries: Vec<_> = store.scan_prefix(Cf::Salts, b"").map(Result::unwrap).collect();
-        assert_eq!(entries.len(), 14, "7 subjects, each under its id and under its first seq");
-        for (key, value) in entries {
-            match value.len() {
-                40 => store.tamper_raw_put(Cf::Salts, &key, &value[..32]).unwrap(),
-                _ => store.tamper_raw_delete(Cf::Salts, &key).unwrap(),
-            }
+        let salts: Vec<_> = store.scan_prefix(Cf::Salts, b"").map(Result::unwrap).collect();
+        let index: Vec<_> = store.scan_prefix(Cf::SaltIndex, b"").map(Result::unwrap).collect();
+        assert_eq!((salts.len(), index.len()), (7, 7), "7 subjects, each under its id and under its first seq");
+        for (key, value) in salts {
+            store.tamper_raw_put(Cf::Salts, &key, &value[..32]).unwrap();
+        }
+        for (key, _) in index {
+            store.tamper_raw_delete(Cf::SaltIndex, &key).unwrap();
         }
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
@@ -78,8 +79,8 @@ fn a_corrupt_salt_is_an_error_not_a_skip() {
         // (what verify reads in step with the log).
         let keys = store.salt_keys("046196000000").unwrap();
         assert_eq!(keys.len(), 2, "the salt is indexed by its first seq");
-        for key in keys {
-            store.tamper_raw_put(Cf::Salts, &key, b"").unwrap();
+        for (cf, key) in keys {
+            store.tamper_raw_put(cf, &key, b"").unwrap();
         }
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
@@ -171,9 +172,11 @@ fn a_rewritten_and_recomputed_history_fails_the_old_checkpoints_and_receipts() {
         let source = EventStore::open_read_only(original.path()).unwrap();
         let (store, mut writer) = EventStore::open(forged.path(), true).unwrap();
         // Same salts, so every leaf but the rewritten one comes out identical.
-        for item in source.scan_prefix(Cf::Salts, b"") {
-            let (k, v) = item.unwrap();
-            store.tamper_raw_put(Cf::Salts, &k, &v).unwrap();
+        for cf in [Cf::Salts, Cf::SaltIndex] {
+            for item in source.scan_prefix(cf, b"") {
+                let (k, v) = item.unwrap();
+                store.tamper_raw_put(cf, &k, &v).unwrap();
+            }
         }
         for event in source.read_from(Seq(1)) {
             let mut event = event.unwrap();
