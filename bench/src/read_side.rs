@@ -205,7 +205,7 @@ fn lookups(store: &EventStore, n: u64) {
     };
     for chunk in (0..n).collect::<Vec<_>>().chunks(50_000) {
         let ops = chunk.iter().map(|i| AsideOp::Put(citizen::key(&cccd(*i)), citizen::encode(&view(*i))));
-        store.write_aside(Cf::Projections, ops).expect("write views");
+        store.write_aside(Cf::Citizens, ops).expect("write views");
     }
     let samples = 200_000.min(n * 2);
     let mut lat = Vec::with_capacity(samples as usize);

@@ -335,7 +335,7 @@ fn db_options(cf: Option<Cf>) -> Options {
     let mut opts = Options::default();
     // Most point lookups (stream heads, salts, state) are for keys that may not exist yet:
     // bloom filters answer those without touching data blocks.
-    if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Idempotency)) {
+    if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Idempotency | Cf::Citizens)) {
         // A new citizen's stream head and salt, and a new idempotency key, are looked up
         // before they are written, and each miss searched the whole memtable skiplist:
         // profiled under 1024 submitters, those searches were ~11 % of the command path's
@@ -346,8 +346,8 @@ fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    if matches!(cf, Some(Cf::Streams | Cf::Salts)) {
-        // Every new stream's head, and every new citizen's salt, lands at a random place in
+    if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Citizens)) {
+        // Every new stream's head, and every new citizen's salt and view, lands at a random place in
         // the memtable. A skiplist insert there chases pointers through cache misses on
         // each level: profiled under 1024 submitters it was the log-write thread's largest
         // cost. Nothing reads these column families but point lookups (and whole scans in
@@ -757,7 +757,7 @@ impl EventStore {
         options: &WriteOptions,
     ) -> Result<(), StoreError> {
         assert!(
-            matches!(cf, Cf::Projections | Cf::State),
+            matches!(cf, Cf::Projections | Cf::Citizens | Cf::State),
             "write_aside is for derived data; {} belongs to the log's writer",
             cf.name()
         );

@@ -10,8 +10,10 @@ use commands::registrar::InlineProjection;
 use event_store::{Batch, Cf, EventStore, RegistryTime, Seq, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// Bump when [`CitizenView`]'s stored form changes: start-up then re-renders every citizen.
-pub const VERSION: u32 = 1;
+/// Bump when [`CitizenView`]'s stored form or place changes: start-up then re-renders every
+/// citizen. 2: the views moved from `projections` to their own column family
+/// ([`Cf::Citizens`]).
+pub const VERSION: u32 = 2;
 const PREFIX: &[u8] = b"cv/";
 const VERSION_KEY: &[u8] = b"ver/cv";
 
@@ -102,7 +104,7 @@ fn touched(registry: &Registry, event: &Event) -> Option<Cccd> {
 
 /// Reads a citizen's view. Never goes through the sequencer.
 pub fn lookup(store: &EventStore, citizen: &Cccd) -> Result<Option<CitizenView>, LookupError> {
-    match store.get(Cf::Projections, &key(citizen))? {
+    match store.get(Cf::Citizens, &key(citizen))? {
         None => Ok(None),
         Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(|_| LookupError::Corrupt(*citizen))?)),
     }
@@ -127,7 +129,7 @@ pub fn render_all(registry: &Registry) -> Entries {
 
 /// The stored views, in key order.
 pub fn stored_all(store: &EventStore) -> Result<Entries, StoreError> {
-    crate::stored_entries(store, &[PREFIX])
+    crate::stored_entries(store, Cf::Citizens, &[PREFIX])
 }
 
 /// The inline projection the registrar runs.
@@ -138,14 +140,14 @@ impl InlineProjection for CitizenViews {
     fn project(&mut self, registry: &Registry, event: &Event, batch: &mut Batch) {
         if let Some(citizen) = touched(registry, event) {
             match render(registry, &citizen) {
-                Some(view) => batch.put(Cf::Projections, key(&citizen), encode(&view)),
-                None => batch.delete(Cf::Projections, key(&citizen)),
+                Some(view) => batch.put(Cf::Citizens, key(&citizen), encode(&view)),
+                None => batch.delete(Cf::Citizens, key(&citizen)),
             }
         }
     }
 
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError> {
-        if crate::reopen_inline(store, VERSION_KEY, VERSION, &[PREFIX], || render_all(registry))? {
+        if crate::reopen_inline(store, Cf::Citizens, VERSION_KEY, VERSION, &[PREFIX], || render_all(registry))? {
             tracing::info!(citizens = registry.citizens.len(), "re-rendered the citizen view (new or changed version)");
         }
         Ok(())

@@ -91,7 +91,7 @@ pub fn render_all(registry: &Registry) -> Entries {
 
 /// The stored entries, in key order.
 pub fn stored_all(store: &EventStore) -> Result<Entries, StoreError> {
-    crate::stored_entries(store, &[CA, STAFF, TOKEN])
+    crate::stored_entries(store, Cf::Projections, &[CA, STAFF, TOKEN])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +190,7 @@ impl InlineProjection for Directory {
     }
 
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError> {
-        crate::reopen_inline(store, VERSION_KEY, VERSION, &[CA, STAFF, TOKEN], || render_all(registry)).map(drop)
+        let (cf, prefixes) = (Cf::Projections, &[CA, STAFF, TOKEN]);
+        crate::reopen_inline(store, cf, VERSION_KEY, VERSION, prefixes, || render_all(registry)).map(drop)
     }
 }

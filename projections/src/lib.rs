@@ -28,11 +28,14 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// write for millions of citizens.
 const RERENDER_CHUNK: usize = 50_000;
 
-/// Start-up of an inline projection: if the version stored under `version_key` is not
-/// `version`, clear `prefixes` and write `render()`'s entries, the version last, so a crash
-/// half-way leaves it unset and the next start redoes the work. Returns whether it re-rendered.
+/// Start-up of an inline projection kept in column family `cf`: if the version stored under
+/// `version_key` (in `projections`) is not `version`, clear `prefixes` and write `render()`'s
+/// entries, the version last, so a crash half-way leaves it unset and the next start redoes
+/// the work. The prefixes are cleared in `projections` too, where an older version may have
+/// kept them. Returns whether it re-rendered.
 pub(crate) fn reopen_inline(
     store: &event_store::EventStore,
+    cf: event_store::Cf,
     version_key: &[u8],
     version: u32,
     prefixes: &[&[u8]],
@@ -42,19 +45,25 @@ pub(crate) fn reopen_inline(
     if store.get(Cf::Projections, version_key)?.as_deref() == Some(&version.to_be_bytes()[..]) {
         return Ok(false);
     }
-    store.write_aside(Cf::Projections, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
+    for place in [cf, Cf::Projections] {
+        store.write_aside(place, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
+    }
     for chunk in render().chunks(RERENDER_CHUNK) {
-        store.write_aside(Cf::Projections, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
+        store.write_aside(cf, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
     }
     store.write_aside(Cf::Projections, [AsideOp::Put(version_key.to_vec(), version.to_be_bytes().to_vec())])?;
     Ok(true)
 }
 
-/// Every stored entry under `prefixes`, in key order.
-pub fn stored_entries(store: &event_store::EventStore, prefixes: &[&[u8]]) -> Result<Entries, event_store::StoreError> {
+/// Every entry stored in `cf` under `prefixes`, in key order.
+pub fn stored_entries(
+    store: &event_store::EventStore,
+    cf: event_store::Cf,
+    prefixes: &[&[u8]],
+) -> Result<Entries, event_store::StoreError> {
     let mut all = Entries::new();
     for prefix in prefixes {
-        for kv in store.scan_prefix(event_store::Cf::Projections, prefix) {
+        for kv in store.scan_prefix(cf, prefix) {
             let (k, v) = kv?;
             all.push((k.to_vec(), v.to_vec()));
         }

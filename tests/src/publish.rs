@@ -133,10 +133,14 @@ pub fn assert_replica_equals_primary(primary: &std::sync::Arc<EventStore>, repli
         assert_eq!(replica.event(Seq(seq)).unwrap(), primary.event(Seq(seq)).unwrap(), "seq {seq}");
     }
     // Inline projections: the citizen views and the directory, key for key.
-    for prefix in [b"cv/".as_slice(), b"ca/", b"sf/", b"st/"] {
-        let of = |s: &EventStore| -> Vec<_> {
-            s.scan_prefix(event_store::Cf::Projections, prefix).map(|kv| kv.unwrap()).collect()
-        };
+    use event_store::Cf;
+    for (cf, prefix) in [
+        (Cf::Citizens, b"cv/".as_slice()),
+        (Cf::Projections, b"ca/"),
+        (Cf::Projections, b"sf/"),
+        (Cf::Projections, b"st/"),
+    ] {
+        let of = |s: &EventStore| -> Vec<_> { s.scan_prefix(cf, prefix).map(|kv| kv.unwrap()).collect() };
         assert_eq!(of(replica), of(primary), "inline projection {}", String::from_utf8_lossy(prefix));
     }
     // Folds, caught up on each side with the same code.

@@ -161,6 +161,42 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     thread.join().unwrap();
 }
 
+/// Citizen view version 1 kept the views in `projections`. A registry opened on such a
+/// store re-renders them into `citizens` and leaves none where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizen_views_of_version_1_move_to_their_own_column_family() {
+    use event_store::{AsideOp, Cf};
+    let mut rng = kyso_tests::seed::rng("citizen_views_of_version_1_move");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(workload::start_time()));
+    {
+        let (store, writer) = EventStore::open(dir.path(), true).unwrap();
+        let registrar = Registrar::with_inline(Arc::clone(&store), campaign(), vec![Box::new(CitizenViews)]).unwrap();
+        let (sequencer, thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
+        let mut work = Workload::new(100);
+        let commands =
+            workload::setup().into_iter().chain(std::iter::from_fn(|| Some(work.next(&mut rng, clock.now()))));
+        for command in commands.take(500) {
+            let meta = Metadata { actor: "test".into(), ..Metadata::default() };
+            let _ = sequencer.submit(Submission { meta, command }).await.unwrap();
+            clock.advance_ms(60_000);
+        }
+        drop(sequencer);
+        thread.join().unwrap();
+        // What version 1 left: the same entries, in `projections`.
+        let views = citizen::stored_all(&store).unwrap();
+        assert!(views.len() > 10);
+        store.write_aside(Cf::Projections, views.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone()))).unwrap();
+        store.write_aside(Cf::Citizens, [AsideOp::DeletePrefix(b"cv/".to_vec())]).unwrap();
+        store.write_aside(Cf::Projections, [AsideOp::Put(b"ver/cv".to_vec(), 1u32.to_be_bytes().to_vec())]).unwrap();
+        assert!(citizen::stored_all(&store).unwrap().is_empty());
+    }
+    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+    let _registrar = Registrar::with_inline(Arc::clone(&store), campaign(), vec![Box::new(CitizenViews)]).unwrap();
+    assert_citizen_views_exact(&store);
+    assert_eq!(store.scan_prefix(Cf::Projections, b"cv/").count(), 0, "none left where version 1 kept them");
+}
+
 #[test]
 fn kill_9_resumes_every_projection_from_its_checkpoint_without_double_counting() {
     let mut rng = kyso_tests::seed::rng("kill_9_resumes_projections");
