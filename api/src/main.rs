@@ -17,11 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-// Group commit allocates and frees across threads (a batch is built by the sequencer and
-// dropped by the log-write thread); see the README for the measured difference.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "kyso", version, about = "The registry of record for a citizen digital-signature campaign")]
 struct Cli {

@@ -18,10 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-// As the server's (`api/src/main.rs`), so the benchmark measures what runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "kyso-bench", about = "kyso write path vs raw RocksDB, same run, same disk")]
 struct Args {

@@ -10,11 +10,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// Group commit allocates and frees across threads (a batch is built by the sequencer and
-// dropped by the log-write thread); see the README for the measured difference.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "kyso-replay", version, about = "Check and replay a kyso registry's history offline")]
 struct Cli {
