@@ -347,13 +347,15 @@ fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_whole_key_filtering(true);
     }
     if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Citizens)) {
-        // Every new stream's head, and every new citizen's salt and view, lands at a random place in
-        // the memtable. A skiplist insert there chases pointers through cache misses on
-        // each level: profiled under 1024 submitters it was the log-write thread's largest
-        // cost. Nothing reads these column families but point lookups (and whole scans in
-        // tests and upgrades, which `scan_prefix` makes total-order), so a hash table of
-        // the whole key serves them with one bucket lookup per insert. (Such a memtable
-        // cannot take concurrent inserts: see `allow_concurrent_memtable_write` below.)
+        // Every new stream's head, and every new citizen's salt and view, lands at a random
+        // place in the memtable. A skiplist insert there chases pointers through cache
+        // misses on each level: profiled under 1024 submitters it was the log-write
+        // thread's largest cost. Nothing reads these column families but point lookups
+        // (and whole scans in tests, rebuild checks and upgrades, which `scan_prefix` makes
+        // total-order), so a hash table of the whole key serves them with one bucket lookup
+        // per insert. The ordering is paid later, by RocksDB's flush thread, which sorts
+        // the memtable when it flushes it: off the one thread every write waits for. (Such
+        // a memtable cannot take concurrent inserts: see `allow_concurrent_memtable_write`.)
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
         opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList { bucket_count: 1 << 20 });
     }

@@ -45,8 +45,9 @@ pub(crate) fn reopen_inline(
     if store.get(Cf::Projections, version_key)?.as_deref() == Some(&version.to_be_bytes()[..]) {
         return Ok(false);
     }
-    for place in [cf, Cf::Projections] {
-        store.write_aside(place, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
+    let places: &[Cf] = if cf == Cf::Projections { &[cf] } else { &[cf, Cf::Projections] };
+    for place in places {
+        store.write_aside(*place, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
     }
     for chunk in render().chunks(RERENDER_CHUNK) {
         store.write_aside(cf, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
