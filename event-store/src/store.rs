@@ -626,22 +626,26 @@ impl EventStore {
         };
         let mut keys = vec![(Cf::Salts, subject.as_bytes().to_vec())];
         if let (_, Some(seq)) = stored_salt(&stored)? {
-            keys.push(match self.format {
-                3.. => (Cf::SaltIndex, cf::seq_key(seq).to_vec()),
-                _ => (Cf::Salts, [&[cf::LEGACY_SALT_INDEX_PREFIX][..], &seq.to_be_bytes()].concat()),
-            });
+            let (cf, prefix) = self.salt_index();
+            keys.push((cf, [prefix, &cf::seq_key(seq)].concat()));
         }
         Ok(keys)
+    }
+
+    /// Where the salt index is: its own column family, or (format 2, read-only) `salts`
+    /// under a prefix.
+    fn salt_index(&self) -> (Cf, &'static [u8]) {
+        match self.format {
+            3.. => (Cf::SaltIndex, &[]),
+            _ => (Cf::Salts, &[cf::LEGACY_SALT_INDEX_PREFIX]),
+        }
     }
 
     /// Salts by the seq that created them, in seq order: the events of a subject's first
     /// appearance, read in step with the log.
     pub fn salts_by_first_seq(&self) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
         let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
-        let (cf, prefix): (_, &[u8]) = match self.format {
-            3.. => (Cf::SaltIndex, &[]),
-            _ => (Cf::Salts, &[cf::LEGACY_SALT_INDEX_PREFIX]),
-        };
+        let (cf, prefix) = self.salt_index();
         self.scan_prefix(cf, prefix).map(move |item| {
             let (key, value) = item?;
             let seq = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
@@ -780,9 +784,7 @@ impl EventStore {
     /// Stores a signed checkpoint of the tree at `size` leaves, synced: once a checkpoint
     /// has been handed out, the registry must be able to show it again.
     pub fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        Ok(self.db.put_cf_opt(self.cf(Cf::Meta), cf::checkpoint_key(size), note.as_bytes(), &opts)?)
+        Ok(self.db.put_cf_opt(self.cf(Cf::Meta), cf::checkpoint_key(size), note.as_bytes(), &synced())?)
     }
 
     /// The stored checkpoint of the tree at exactly `size` leaves.
@@ -829,9 +831,7 @@ impl EventStore {
             let end = prefix_end(prefix).expect("derived-data prefixes start with an ASCII letter");
             wb.delete_range_cf(self.cf(*cf), prefix, &end);
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        Ok(self.db.write_opt(wb, &opts)?)
+        Ok(self.db.write_opt(wb, &synced())?)
     }
 
     /// Makes a prepared batch durable: one RocksDB write with `sync=true`. Batches must
@@ -841,9 +841,7 @@ impl EventStore {
         if self.faults.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Io("injected write failure (fail_next_writes)".into()));
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(prepared.wb, &wo)?;
+        self.db.write_opt(prepared.wb, &synced())?;
         *self.head.write().expect("head lock is never poisoned: no code panics while holding it") = prepared.head;
         Ok(Committed { last_seq: Seq(prepared.head.size), tree: prepared.head })
     }
