@@ -50,9 +50,13 @@ pub struct Registry {
 }
 
 /// What handlers share. The registry is set once it is open: the server listens (and
-/// answers `/healthz`) before a large store has finished opening.
+/// answers `/healthz`) before a large store has finished opening. One `Arc`: axum clones
+/// the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+#[derive(Clone)]
+pub struct Shared {
     registry: Arc<OnceLock<Registry>>,
     tokens: Arc<Tokens>,
     limits: Limits,
@@ -98,13 +102,12 @@ impl AppState {
             limits.qr_checks_per_minute,
             std::num::NonZeroU32::new(burst).expect("at least 5"),
         );
-        Self { registry, tokens: Arc::new(tokens), limits, metrics, qr_checks, test_clock: None }
+        Self(Arc::new(Shared { registry, tokens: Arc::new(tokens), limits, metrics, qr_checks, test_clock: None }))
     }
 
     /// Serves `POST /v1/test/clock`, which moves `clock` (tests and demos only).
-    pub fn with_test_clock(mut self, clock: Arc<commands::ManualClock>) -> Self {
-        self.test_clock = Some(clock);
-        self
+    pub fn with_test_clock(self, clock: Arc<commands::ManualClock>) -> Self {
+        Self(Arc::new(Shared { test_clock: Some(clock), ..(*self.0).clone() }))
     }
 
     /// Marks the registry open; `/readyz` answers 200 from now on.
@@ -115,6 +118,13 @@ impl AppState {
 
     pub fn registry(&self) -> Option<&Registry> {
         self.registry.get()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -219,6 +219,9 @@ async fn idempotency_key_replays_the_first_answer_and_refuses_a_different_body()
     let (s2, v2) = h.raw(post(issuance("046196000200"), "k-1")).await;
     assert_eq!(s2, StatusCode::OK);
     assert_eq!((v2["seq"].clone(), v2["replayed"].clone()), (v1["seq"].clone(), json!(true)));
+    // The first answer's receipt came with the batch, the replayed one is read back: the same.
+    assert!(v1["receipt"]["leaf_hash"].is_string(), "{v1}");
+    assert_eq!(v2["receipt"], v1["receipt"]);
     assert_eq!(h.store.last_seq(), last, "a replay records nothing");
     let (s3, v3) = h.raw(post(issuance("046196000201"), "k-1")).await;
     assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{v3}");

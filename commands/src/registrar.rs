@@ -6,6 +6,7 @@ use crate::domain::event::DemandId;
 use crate::domain::{Campaign, Command, Event, Registry, Rejection, apply, decide, refusal_event};
 use crate::sequencer::Handler;
 use crate::snapshot;
+use event_store::merkle::Hash;
 use event_store::{
     AppendError, Batch, Cf, EventStore, ExpectedVersion, LogWriter, Metadata, RegistryTime, Seq, StoreError,
     StreamAppend,
@@ -31,6 +32,11 @@ pub struct Accepted {
     /// and nothing was recorded again.
     #[serde(skip)]
     pub replayed: bool,
+    /// The first event's leaf hash and registry time, for its receipt: the answer carries
+    /// them from the batch instead of the caller reading the event back. Not remembered
+    /// with an idempotency key (a replayed answer has none).
+    #[serde(skip)]
+    pub first_leaf: Option<(Hash, RegistryTime)>,
 }
 
 /// The keys of the idempotency records whose remembered answer holds an event about
@@ -363,12 +369,13 @@ impl Handler for Registrar {
                     logged_seq: None,
                 });
             }
-            return Ok(Accepted { replayed: true, ..seen.accepted.clone() });
+            return Ok(Accepted { replayed: true, first_leaf: None, ..seen.accepted.clone() });
         }
         match decide(&self.registry, &sub.command, batch.recorded_at()) {
             Ok(events) => {
                 let seqs = self.record(writer, batch, &sub.meta, &events)?;
-                let accepted = Accepted { seqs, events, replayed: false };
+                let first_leaf = seqs.and_then(|(first, _)| Some((batch.leaf(first)?, batch.recorded_at())));
+                let accepted = Accepted { seqs, events, replayed: false, first_leaf };
                 if let (Some(key), Some(fingerprint)) = (key, print) {
                     let seen = Remembered { fingerprint, accepted: accepted.clone() };
                     batch.put(

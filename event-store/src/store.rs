@@ -152,6 +152,10 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.leaves.is_empty() && self.writes.is_empty()
     }
+    /// The Merkle leaf hash of an event staged in this batch.
+    pub fn leaf(&self, seq: Seq) -> Option<Hash> {
+        self.leaves.get(usize::try_from(seq.0.checked_sub(self.first_seq)?).ok()?).copied()
+    }
     /// The seq the next staged event will get.
     pub fn next_seq(&self) -> Seq {
         Seq(self.first_seq + self.leaves.len() as u64)
