@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// jemalloc, for Rust and RocksDB alike (the workspace Cargo.toml says why).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "kyso", version, about = "The registry of record for a citizen digital-signature campaign")]
 struct Cli {
@@ -333,9 +337,8 @@ async fn listen_and_serve(
     tls: Option<&(PathBuf, PathBuf)>,
     data_dir: &Path,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Error> {
-    let listener = std::net::TcpListener::bind(listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("cannot listen on {listen}: {e} (is another kyso running? set --listen)"))?;
+    let listener =
+        bind(listen).map_err(|e| format!("cannot listen on {listen}: {e} (is another kyso running? set --listen)"))?;
     // Peer addresses feed the per-client limit on the public QR route.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
@@ -368,6 +371,22 @@ async fn listen_and_serve(
             tokio::spawn(server.handle(handle).serve(service))
         }
     })
+}
+
+/// How many connections the kernel queues before kyso accepts them; it caps this at
+/// `net.core.somaxconn` (4096 on current Linux). std's `bind` asks for 128: under a burst
+/// (thousands of clients connecting at once, as in the abuse scenario) the queue overflows
+/// and Linux drops the handshake's last ACK, leaving a client that believes it is
+/// connected to a server that never saw it.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's bind does on Unix: a restarted kyso can listen again at once even while
+    // its previous connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 /// A client gets this long to send its request headers (and an idle keep-alive connection
