@@ -9,9 +9,12 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap as StdHashMap;
+use std::collections::HashSet as StdHashSet;
+use std::hash::BuildHasher;
 
 /// Seeded and fast: stream ids come from clients, so no unseeded hash.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -306,11 +309,68 @@ pub struct LogWriter {
     /// Durable stream heads and salts, so that most stagings read no RocksDB.
     heads: HashMap<StreamId, StreamHead>,
     salts: HashMap<String, Salt>,
+    /// Which streams and subjects may exist: most staged streams and subjects are new,
+    /// and this answers them without a RocksDB read.
+    known: Known,
     /// Events and `WriteBatch` bytes of the last batch prepared, to size the next one.
     last_batch_events: usize,
     last_batch_bytes: usize,
     /// Reused for each staged event's leaf bytes and encoding, and each batch's head keys.
     scratch: Vec<u8>,
+}
+
+/// Every stream id and subject the store may hold, as 64-bit hashes: loaded from the
+/// stream heads and salts at open, extended as batches are staged. A new citizen's first
+/// event looks up a stream head and a salt that do not exist; RocksDB answers such a miss
+/// only after probing the memtables' and every level's bloom filters (profiled under 1024
+/// RecordIssuance submitters: 4.3 % of all samples, 13 % of the sequencer thread's). An
+/// absent hash answers "new" from memory. A present one still reads RocksDB: it may be
+/// another id's hash, a batch that failed, or a salt erased since. ~16 bytes per stream
+/// or subject.
+struct Known {
+    hasher: foldhash::fast::RandomState,
+    streams: HashSet<u64>,
+    subjects: HashSet<u64>,
+}
+
+impl Known {
+    fn load(store: &EventStore) -> Result<Self, StoreError> {
+        let hasher = foldhash::fast::RandomState::default();
+        let keys = |cf: Cf, skip: usize| -> Result<HashSet<u64>, StoreError> {
+            let mut opts = ReadOptions::default();
+            opts.set_total_order_seek(true);
+            opts.fill_cache(false);
+            let mut raw = store.db.raw_iterator_cf_opt(store.cf(cf), opts);
+            let mut set = HashSet::default();
+            raw.seek_to_first();
+            while let Some(key) = raw.key() {
+                set.insert(hasher.hash_one(key.get(skip..).unwrap_or_default()));
+                raw.next();
+            }
+            raw.status()?;
+            Ok(set)
+        };
+        // A stream head's key is the id's length (u16) then the id; a salt's is the subject.
+        let streams = keys(Cf::Streams, 2)?;
+        let subjects = keys(Cf::Salts, 0)?;
+        Ok(Known { hasher, streams, subjects })
+    }
+
+    fn may_have_stream(&self, stream: &StreamId) -> bool {
+        self.streams.contains(&self.hasher.hash_one(stream.as_str().as_bytes()))
+    }
+
+    fn add_stream(&mut self, stream: &StreamId) {
+        self.streams.insert(self.hasher.hash_one(stream.as_str().as_bytes()));
+    }
+
+    fn may_have_subject(&self, subject: &str) -> bool {
+        self.subjects.contains(&self.hasher.hash_one(subject.as_bytes()))
+    }
+
+    fn add_subject(&mut self, subject: &str) {
+        self.subjects.insert(self.hasher.hash_one(subject.as_bytes()));
+    }
 }
 
 /// What one prepared batch added to the writer, until it is durable, and the tree as it
@@ -406,6 +466,7 @@ impl EventStore {
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
         let right_tile = store.right_tile(tree.size())?;
+        let known = Known::load(&store)?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
             right_tile,
@@ -414,6 +475,7 @@ impl EventStore {
             pending: VecDeque::new(),
             heads: HashMap::default(),
             salts: HashMap::default(),
+            known,
             last_batch_events: 0,
             last_batch_bytes: 0,
             scratch: Vec::new(),
@@ -1023,6 +1085,9 @@ impl LogWriter {
         if let Some(h) = batch.heads.get(stream).or_else(pending).or_else(|| self.heads.get(stream)) {
             return Ok(*h);
         }
+        if !self.known.may_have_stream(stream) {
+            return Ok(StreamHead::default());
+        }
         // Not cached here: a stream read is about to be staged, and its new head reaches the
         // cache with its batch (most reads are of new streams, which would only churn it).
         self.store.stream_head(stream)
@@ -1036,10 +1101,12 @@ impl LogWriter {
         if let Some(salt) = staged.or_else(pending).or_else(|| self.salts.get(subject)) {
             return Ok(*salt);
         }
-        let salt = match self.store.salt(subject)? {
+        let stored = if self.known.may_have_subject(subject) { self.store.salt(subject)? } else { None };
+        let salt = match stored {
             Some(salt) => salt,
             None => {
                 let salt: Salt = rand::random();
+                self.known.add_subject(subject);
                 batch.new_salts.insert(subject.to_string(), (salt, seq));
                 return Ok(salt);
             }
@@ -1114,6 +1181,7 @@ impl LogWriter {
                 head = StreamHead { version: head.version + 1, last_seq: seq };
             }
             stream_versions.push(head.version);
+            self.known.add_stream(&append.stream);
             batch.heads.insert(append.stream, head);
         }
         let last_seq = Seq(batch.next_seq().0 - 1);
@@ -1145,6 +1213,7 @@ impl LogWriter {
             return Err(ReplicateError::LeafMismatch { seq: env.seq.0 });
         }
         self.push_event(batch, &env.view(), leaf);
+        self.known.add_stream(&env.stream);
         batch.heads.insert(env.stream, StreamHead { version: env.stream_version, last_seq: env.seq });
         Ok(())
     }

@@ -383,6 +383,42 @@ fn r9_a_personal_event_enters_the_tree_only_through_salted_commitments() {
     }
 }
 
+/// A reopened writer knows which streams and subjects exist only from what it loads at
+/// open: a subject seen before must keep its salt and a stream its version.
+#[test]
+fn a_reopened_writer_continues_old_streams_and_salts() {
+    let dir = tempfile::tempdir().unwrap();
+    let personal = |cccd: &str| StreamAppend {
+        stream: StreamId::new(format!("citizen-{cccd}")),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            event_type: "Looked".into(),
+            schema_version: 1,
+            payload: cccd.as_bytes().to_vec(),
+            subject: Some(cccd.into()),
+        }],
+    };
+    let citizens: Vec<String> = (0..50).map(|i| format!("046196{i:06}")).collect();
+    for round in 0..3 {
+        let (_store, mut writer) = EventStore::open(dir.path(), round == 0).unwrap();
+        let mut batch = writer.begin(RegistryTime(0));
+        for cccd in &citizens {
+            let staged = writer.stage(&mut batch, &meta(), vec![personal(cccd)]).unwrap();
+            assert_eq!(staged.stream_versions, vec![round + 1], "{cccd} in round {round}");
+        }
+        writer.commit(batch).unwrap();
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    for (i, cccd) in citizens.iter().enumerate() {
+        let salt = store.salt(cccd).unwrap().expect("a salt");
+        for round in 0..3u64 {
+            let seq = Seq(round * citizens.len() as u64 + i as u64 + 1);
+            let leaf = store.event(seq).unwrap().leaf_bytes(Some(&salt));
+            assert_eq!(merkle::hash_leaf(&leaf), store.leaf_hash(seq).unwrap(), "{cccd}: one salt in every round");
+        }
+    }
+}
+
 #[test]
 fn tiles_across_batches_and_reopens_give_the_same_tree_as_the_events() {
     let dir = tempfile::tempdir().unwrap();

@@ -170,14 +170,18 @@ fn a_rewritten_and_recomputed_history_fails_the_old_checkpoints_and_receipts() {
     receipt.verify(&key.verifier()).unwrap();
     {
         let source = EventStore::open_read_only(original.path()).unwrap();
-        let (store, mut writer) = EventStore::open(forged.path(), true).unwrap();
-        // Same salts, so every leaf but the rewritten one comes out identical.
-        for cf in [Cf::Salts, Cf::SaltIndex] {
-            for item in source.scan_prefix(cf, b"") {
-                let (k, v) = item.unwrap();
-                store.tamper_raw_put(cf, &k, &v).unwrap();
+        // Same salts, so every leaf but the rewritten one comes out identical. Put before
+        // the forger's writer opens: a writer learns which subjects have salts at open.
+        {
+            let (store, _writer) = EventStore::open(forged.path(), true).unwrap();
+            for cf in [Cf::Salts, Cf::SaltIndex] {
+                for item in source.scan_prefix(cf, b"") {
+                    let (k, v) = item.unwrap();
+                    store.tamper_raw_put(cf, &k, &v).unwrap();
+                }
             }
         }
+        let (store, mut writer) = EventStore::open(forged.path(), false).unwrap();
         for event in source.read_from(Seq(1)) {
             let mut event = event.unwrap();
             if event.seq == Seq(30) {
