@@ -85,8 +85,12 @@ pub(crate) fn seq_key(seq: u64) -> [u8; SEQ_KEY_BYTES] {
     seq.to_be_bytes()
 }
 
+/// A stream head's key starts with the id's length, a big-endian u16.
+pub(crate) const STREAM_LEN_BYTES: usize = 2;
+const _: () = assert!(STREAM_LEN_BYTES == std::mem::size_of::<u16>());
+
 pub(crate) fn stream_prefix(stream: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + stream.len() + 8);
+    let mut key = Vec::with_capacity(STREAM_LEN_BYTES + stream.len() + 8);
     push_stream_prefix(&mut key, stream);
     key
 }

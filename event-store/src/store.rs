@@ -350,8 +350,8 @@ impl Known {
             raw.status()?;
             Ok(set)
         };
-        // A stream head's key is the id's length (u16) then the id; a salt's is the subject.
-        let streams = keys(Cf::Streams, 2)?;
+        // A stream head's key is the id's length then the id; a salt's is the subject.
+        let streams = keys(Cf::Streams, cf::STREAM_LEN_BYTES)?;
         let subjects = keys(Cf::Salts, 0)?;
         Ok(Known { hasher, streams, subjects })
     }
@@ -1162,6 +1162,10 @@ impl LogWriter {
         for (append, head) in appends.into_iter().zip(heads) {
             // Within one command the same stream continues from its own staged head.
             let mut head = batch.heads.get(&append.stream).copied().unwrap_or(head);
+            // A stream with a head was loaded into `known` at open or added when it began.
+            if head.version == 0 {
+                self.known.add_stream(&append.stream);
+            }
             for data in &append.events {
                 let seq = batch.next_seq();
                 let env = EnvelopeRef {
@@ -1181,7 +1185,6 @@ impl LogWriter {
                 head = StreamHead { version: head.version + 1, last_seq: seq };
             }
             stream_versions.push(head.version);
-            self.known.add_stream(&append.stream);
             batch.heads.insert(append.stream, head);
         }
         let last_seq = Seq(batch.next_seq().0 - 1);
@@ -1213,7 +1216,9 @@ impl LogWriter {
             return Err(ReplicateError::LeafMismatch { seq: env.seq.0 });
         }
         self.push_event(batch, &env.view(), leaf);
-        self.known.add_stream(&env.stream);
+        if env.stream_version == 1 {
+            self.known.add_stream(&env.stream);
+        }
         batch.heads.insert(env.stream, StreamHead { version: env.stream_version, last_seq: env.seq });
         Ok(())
     }
