@@ -9,8 +9,9 @@
 
 use crate::domain::admin_units::communes_of;
 use crate::domain::ca::{Ca, CaId};
-use crate::domain::event::{ComplaintId, DemandId, StaffId};
-use crate::domain::registry::{Citizen, Complaint, Demand, Staff};
+use crate::domain::event::{ComplaintId, DemandId, Place, StaffId};
+use crate::domain::interned::Interner;
+use crate::domain::registry::{Citizen, Complaint, Demand, Holding, Staff};
 use crate::domain::{Campaign, Cccd, Registry};
 use crate::registrar::{OpenError, fold};
 use chrono::NaiveDate;
@@ -26,7 +27,7 @@ pub const KEY: &[u8] = b"registry";
 /// The stored form's version. Bump it when `Registry` or any type inside it changes shape:
 /// `tests/golden.rs` fails until then, and a bumped version makes start-up ignore older
 /// snapshots (one full fold) instead of misreading them.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// Read first, on its own, so a snapshot of another version is never decoded further.
 #[derive(Serialize, Deserialize)]
@@ -53,6 +54,8 @@ struct State<'a> {
     next_staff: StaffId,
     next_complaint: ComplaintId,
     rotation: u64,
+    ca_ids: Cow<'a, Interner<CaId>>,
+    places: Cow<'a, Interner<Place>>,
 }
 
 /// Identifies the campaign file's content: decisions already folded into the state (free
@@ -78,6 +81,8 @@ pub fn encode(registry: &Registry, seq: Seq) -> Vec<u8> {
         next_staff: registry.next_staff,
         next_complaint: registry.next_complaint,
         rotation: registry.rotation,
+        ca_ids: Cow::Borrowed(&registry.ca_ids),
+        places: Cow::Borrowed(&registry.places),
     };
     let mut out = postcard::to_stdvec(&header).expect("serialising to a Vec cannot fail");
     postcard::to_io(&state, &mut out).expect("serialising to a Vec cannot fail");
@@ -122,9 +127,19 @@ pub fn decode(bytes: &[u8], campaign: &Campaign) -> Result<(Registry, Seq), Unus
         next_staff: state.next_staff,
         next_complaint: state.next_complaint,
         rotation: state.rotation,
+        ca_ids: state.ca_ids.into_owned(),
+        places: state.places.into_owned(),
         units: communes_of(&campaign.province_code),
         campaign: campaign.clone(),
     };
+    // Bytes that decode can still name a CA or place the snapshot does not hold; the
+    // registry would panic on the first lookup of it.
+    let names_held = |h: &Holding| registry.ca_ids.holds(h.ca) && h.place.is_none_or(|p| registry.places.holds(p));
+    let in_range = registry.citizens.values().all(|c| c.holding.as_ref().is_none_or(names_held))
+        && registry.demands.values().all(|d| d.ca.is_none_or(|ca| registry.ca_ids.holds(ca)));
+    if !in_range {
+        return Err(Unusable::Corrupt);
+    }
     Ok((registry, header.seq))
 }
 

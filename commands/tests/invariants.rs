@@ -135,7 +135,7 @@ proptest! {
             // At every point the live state names exactly the holder the log implies.
             for (citizen, (ca, seq)) in &holder {
                 let h = live.citizen(citizen).and_then(|c| c.holding.as_ref()).expect("holder in state");
-                prop_assert_eq!((&h.ca, h.seq), (ca, *seq));
+                prop_assert_eq!((live.holder(h), h.seq), (ca, *seq));
             }
         }
         let mut replayed = Registry::new(live.campaign.clone());

@@ -17,7 +17,7 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
@@ -320,22 +320,62 @@ pub struct LogWriter {
 }
 
 /// Every stream id and subject the store may hold, as 64-bit hashes: loaded from the
-/// stream heads and salts at open, extended as batches are staged. A new citizen's first
-/// event looks up a stream head and a salt that do not exist; RocksDB answers such a miss
-/// only after probing the memtables' and every level's bloom filters (profiled under 1024
-/// RecordIssuance submitters: 4.3 % of all samples, 13 % of the sequencer thread's). An
-/// absent hash answers "new" from memory. A present one still reads RocksDB: it may be
-/// another id's hash, a batch that failed, or a salt erased since. ~16 bytes per stream
-/// or subject.
+/// stream heads and salts by a thread started at open, extended as batches are staged. A
+/// new citizen's first event looks up a stream head and a salt that do not exist; RocksDB
+/// answers such a miss only after probing the memtables' and every level's bloom filters
+/// (profiled under 1024 RecordIssuance submitters: 4.3 % of all samples, 13 % of the
+/// sequencer thread's). An absent hash answers "new" from memory. A present one still
+/// reads RocksDB: it may be another id's hash, a batch that failed, or a salt erased since.
+/// ~16 bytes per stream or subject.
+///
+/// The load takes ~1–2 s per million citizens, so it does not hold up start-up: until it is
+/// done every id may exist (RocksDB is read, as without this set), and what is staged
+/// meanwhile is kept in `early` and merged in. The loader's iterator sees the store as of
+/// its creation, after `early` started recording, so the two together miss nothing.
 struct Known {
     hasher: foldhash::fast::RandomState,
+    /// `None` until loaded (or for good, if loading failed).
+    sets: Option<KnownSets>,
+    /// Recorded while loading; `None` once loaded or failed.
+    early: Option<KnownSets>,
+    loading: Option<Loading>,
+}
+
+#[derive(Default)]
+struct KnownSets {
     streams: HashSet<u64>,
     subjects: HashSet<u64>,
 }
 
+struct Loading {
+    thread: std::thread::JoinHandle<Result<KnownSets, StoreError>>,
+    /// Set when the writer is dropped: the thread holds the store open until it stops.
+    cancel: Arc<AtomicBool>,
+}
+
 impl Known {
-    fn load(store: &EventStore) -> Result<Self, StoreError> {
+    fn start(store: &Arc<EventStore>) -> Self {
         let hasher = foldhash::fast::RandomState::default();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (store, stop, hashing) = (Arc::clone(store), Arc::clone(&cancel), hasher.clone());
+        let thread =
+            std::thread::Builder::new().name("kyso-known-ids".into()).spawn(move || Self::load(&store, hashing, &stop));
+        let loading = match thread {
+            Ok(thread) => Some(Loading { thread, cancel }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread to load the known stream ids; every new stream reads RocksDB");
+                None
+            }
+        };
+        let early = loading.as_ref().map(|_| KnownSets::default());
+        Known { hasher, sets: None, early, loading }
+    }
+
+    fn load(
+        store: &EventStore,
+        hasher: foldhash::fast::RandomState,
+        cancel: &AtomicBool,
+    ) -> Result<KnownSets, StoreError> {
         let keys = |cf: Cf, skip: usize| -> Result<HashSet<u64>, StoreError> {
             let mut opts = ReadOptions::default();
             opts.set_total_order_seek(true);
@@ -345,6 +385,10 @@ impl Known {
             raw.seek_to_first();
             while let Some(key) = raw.key() {
                 set.insert(hasher.hash_one(key.get(skip..).unwrap_or_default()));
+                if set.len() % 65_536 == 0 && cancel.load(Ordering::Relaxed) {
+                    // Nobody reads this outcome: the writer is gone.
+                    return Err(StoreError::Io("loading the known stream ids was cancelled".into()));
+                }
                 raw.next();
             }
             raw.status()?;
@@ -353,23 +397,69 @@ impl Known {
         // A stream head's key is the id's length then the id; a salt's is the subject.
         let streams = keys(Cf::Streams, cf::STREAM_LEN_BYTES)?;
         let subjects = keys(Cf::Salts, 0)?;
-        Ok(Known { hasher, streams, subjects })
+        Ok(KnownSets { streams, subjects })
     }
 
-    fn may_have_stream(&self, stream: &StreamId) -> bool {
-        self.streams.contains(&self.hasher.hash_one(stream.as_str().as_bytes()))
+    /// The sets, once loaded; the loader's outcome is taken here when it is done.
+    fn ready(&mut self) -> Option<&mut KnownSets> {
+        if self.loading.as_ref().is_some_and(|l| l.thread.is_finished()) {
+            let loading = self.loading.take().expect("checked just above");
+            let early = self.early.take().unwrap_or_default();
+            match loading.thread.join() {
+                Ok(Ok(mut sets)) => {
+                    sets.streams.extend(early.streams);
+                    sets.subjects.extend(early.subjects);
+                    self.sets = Some(sets);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "loading the known stream ids failed; every new stream reads RocksDB")
+                }
+                Err(_) => {
+                    tracing::warn!("the thread loading the known stream ids panicked; every new stream reads RocksDB")
+                }
+            }
+        }
+        self.sets.as_mut()
+    }
+
+    /// Where a new id goes: the sets, or `early` while they load (nowhere if loading failed).
+    fn growing(&mut self) -> Option<&mut KnownSets> {
+        if self.ready().is_some() { self.sets.as_mut() } else { self.early.as_mut() }
+    }
+
+    fn may_have_stream(&mut self, stream: &StreamId) -> bool {
+        let hash = self.hasher.hash_one(stream.as_str().as_bytes());
+        self.ready().is_none_or(|s| s.streams.contains(&hash))
     }
 
     fn add_stream(&mut self, stream: &StreamId) {
-        self.streams.insert(self.hasher.hash_one(stream.as_str().as_bytes()));
+        let hash = self.hasher.hash_one(stream.as_str().as_bytes());
+        if let Some(sets) = self.growing() {
+            sets.streams.insert(hash);
+        }
     }
 
-    fn may_have_subject(&self, subject: &str) -> bool {
-        self.subjects.contains(&self.hasher.hash_one(subject.as_bytes()))
+    fn may_have_subject(&mut self, subject: &str) -> bool {
+        let hash = self.hasher.hash_one(subject.as_bytes());
+        self.ready().is_none_or(|s| s.subjects.contains(&hash))
     }
 
     fn add_subject(&mut self, subject: &str) {
-        self.subjects.insert(self.hasher.hash_one(subject.as_bytes()));
+        let hash = self.hasher.hash_one(subject.as_bytes());
+        if let Some(sets) = self.growing() {
+            sets.subjects.insert(hash);
+        }
+    }
+}
+
+impl Drop for Known {
+    fn drop(&mut self) {
+        if let Some(loading) = self.loading.take() {
+            loading.cancel.store(true, Ordering::Relaxed);
+            // Its outcome no longer matters; waiting means the store is closed when the
+            // writer is gone, so the same process can open it again.
+            let _ = loading.thread.join();
+        }
     }
 }
 
@@ -466,7 +556,7 @@ impl EventStore {
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
         let right_tile = store.right_tile(tree.size())?;
-        let known = Known::load(&store)?;
+        let known = Known::start(&store);
         let writer = LogWriter {
             next_seq: tree.size() + 1,
             right_tile,
@@ -1062,6 +1152,14 @@ impl LogWriter {
     /// The last seq prepared: durable, or on its way to disk.
     pub fn last_prepared(&self) -> Seq {
         Seq(self.next_seq - 1)
+    }
+
+    /// Whether the hashes of the streams and subjects the store held at open are loaded (see
+    /// `Known`); until then a new stream or subject is looked up in RocksDB. For tests and
+    /// benchmarks.
+    #[doc(hidden)]
+    pub fn known_loaded(&mut self) -> bool {
+        self.known.ready().is_some()
     }
 
     /// Starts a batch whose events are recorded at `recorded_at`.

@@ -59,13 +59,13 @@ pub fn key(citizen: &Cccd) -> Vec<u8> {
 pub fn render(registry: &Registry, citizen: &Cccd) -> Option<CitizenView> {
     let c = registry.citizen(citizen)?;
     let issued = c.holding.as_ref().map(|h| Issued {
-        ca: h.ca.clone(),
+        ca: registry.holder(h).clone(),
         channel: h.channel,
         status: h.status,
         activated_at: h.activated_at,
         recorded_at: h.recorded_at,
         free_until: h.free_until,
-        place: h.place.clone(),
+        place: registry.place(h).cloned(),
         legacy: h.legacy,
         seq: h.seq,
     });
@@ -73,7 +73,7 @@ pub fn render(registry: &Registry, citizen: &Cccd) -> Option<CitizenView> {
         let d = registry.demands.get(&id)?;
         matches!(d.state, DemandState::Open | DemandState::Acknowledged).then(|| OpenDemand {
             demand: id,
-            ca: d.ca.clone(),
+            ca: registry.demand_ca(d).cloned(),
             mode: d.mode,
             expires_at: d.expires_at,
             state: d.state.name().to_string(),

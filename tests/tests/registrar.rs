@@ -100,7 +100,7 @@ async fn racing_cas_one_wins_refusal_is_logged_demand_expires_once_across_a_rest
 
     // The log replays to the same registry, and verifies with the auditors' own tool.
     let live = replay(&store, &Campaign::from_toml(HUE).unwrap()).unwrap();
-    let holding = live.citizen(&Cccd::parse("046196000123", 2023).unwrap()).unwrap().holding.clone().unwrap();
+    let holding = live.citizen(&Cccd::parse("046196000123", 2023).unwrap()).unwrap().holding.unwrap();
     assert_eq!(holding.seq, winners[0], "the holder is the one the sequencer accepted");
     let report = replay_tools::verify_log(&store, None, |_| {}).unwrap();
     assert_eq!(report.events, store.last_seq().0);
@@ -177,8 +177,9 @@ async fn run_workload(dir: &std::path::Path, seed: u64, commands: usize, every: 
 }
 
 /// Start-up loads the stored state snapshot and folds only the log after it, and gets
-/// exactly the registry a fold of the whole log gets; a snapshot it cannot use (corrupt, of
-/// another format version or campaign, ahead of the log) is passed over, never trusted.
+/// exactly the registry a fold of the whole log gets; a snapshot it cannot use (corrupt or
+/// naming CAs it does not hold, of another format version or campaign, ahead of the log) is
+/// passed over, never trusted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_snapshot_plus_the_log_after_it_equals_a_fold_of_the_whole_log() {
     use commands::snapshot::{self, Unusable};
@@ -213,9 +214,14 @@ async fn a_registry_snapshot_plus_the_log_after_it_equals_a_fold_of_the_whole_lo
     let hung_yen = Campaign::from_toml(include_str!("../../campaigns/hung-yen.toml")).unwrap();
     let other_campaign = snapshot::encode(&replay(&store, &hung_yen).unwrap(), second);
     let ahead = snapshot::encode(&whole, Seq(second.0 + 1));
+    // Decodes, but its holdings name CAs it does not hold.
+    let mut nameless = whole.clone();
+    nameless.ca_ids = Default::default();
+    let nameless = snapshot::encode(&nameless, second);
     for (bytes, why) in [
         (other_version, Unusable::Version { found: 99 }),
         (truncated, Unusable::Corrupt),
+        (nameless, Unusable::Corrupt),
         (other_campaign, Unusable::Campaign),
         (ahead, Unusable::AheadOfLog { snapshot: second.0 + 1, log: second.0 }),
     ] {

@@ -8,6 +8,7 @@ pub mod cccd;
 pub mod channel;
 pub mod command;
 pub mod event;
+pub mod interned;
 pub mod legacy;
 pub mod registry;
 pub mod rejection;

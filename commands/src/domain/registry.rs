@@ -11,16 +11,18 @@ use super::command::{Command, RecordIssuance};
 use super::event::{
     AssignmentRule, ComplaintId, ComplaintKind, DemandId, Event, IssuanceRecorded, Place, RefusalReason, StaffId,
 };
+use super::interned::{Interned, Interner};
 use super::rejection::Rejection;
 use chrono::{Datelike, NaiveDate};
 use event_store::{RegistryTime, Seq};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-/// The campaign certificate a citizen holds in the registry (R1, R3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The campaign certificate a citizen holds in the registry (R1, R3). Plain data: the CA
+/// and the place are interned in the registry ([`Registry::holder`], [`Registry::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holding {
-    pub ca: CaId,
+    pub ca: Interned,
     /// The seq of the event that made this CA the holder.
     pub seq: Seq,
     pub recorded_at: RegistryTime,
@@ -29,11 +31,11 @@ pub struct Holding {
     /// `None` for an imported pre-campaign certificate (R6).
     pub channel: Option<Channel>,
     pub status: IssuanceStatus,
-    pub place: Option<Place>,
+    pub place: Option<Interned>,
     pub legacy: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Citizen {
     pub holding: Option<Holding>,
     pub open_demand: Option<DemandId>,
@@ -58,11 +60,12 @@ impl DemandState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Plain data, like [`Holding`]: the CA is interned ([`Registry::demand_ca`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Demand {
     pub citizen: Cccd,
     pub mode: DemandMode,
-    pub ca: Option<CaId>,
+    pub ca: Option<Interned>,
     pub expires_at: RegistryTime,
     pub state: DemandState,
 }
@@ -104,6 +107,9 @@ pub struct Registry {
     pub next_complaint: ComplaintId,
     /// R19: how many demands were assigned by rotation; the next goes to the next CA.
     pub rotation: u64,
+    /// The CAs that holdings and demands name, and the places of holdings.
+    pub ca_ids: Interner<CaId>,
+    pub places: Interner<Place>,
 }
 
 const MS_PER_MINUTE: i64 = 60_000;
@@ -138,7 +144,24 @@ impl Registry {
             next_staff: 1,
             next_complaint: 1,
             rotation: 0,
+            ca_ids: Interner::default(),
+            places: Interner::default(),
         }
+    }
+
+    /// The CA that holds `h`.
+    pub fn holder(&self, h: &Holding) -> &CaId {
+        self.ca_ids.get(h.ca)
+    }
+
+    /// The CA a demand is for, chosen or assigned.
+    pub fn demand_ca(&self, d: &Demand) -> Option<&CaId> {
+        d.ca.map(|i| self.ca_ids.get(i))
+    }
+
+    /// Where `h` was issued (`None` for an imported pre-campaign certificate).
+    pub fn place(&self, h: &Holding) -> Option<&Place> {
+        h.place.map(|p| self.places.get(p))
     }
 
     pub fn citizen(&self, c: &Cccd) -> Option<&Citizen> {
@@ -182,7 +205,7 @@ impl Registry {
     fn already_issued(&self, citizen: &Cccd) -> Result<(), Rejection> {
         match self.citizens.get(citizen).and_then(|c| c.holding.as_ref()) {
             Some(h) => Err(Rejection::AlreadyIssued {
-                by_ca: h.ca.clone(),
+                by_ca: self.holder(h).clone(),
                 first_recorded_seq: h.seq,
                 recorded_at: h.recorded_at,
             }),
@@ -301,7 +324,7 @@ pub fn decide(r: &Registry, cmd: &Command, now: RegistryTime) -> Result<Vec<Even
             // R6: re-importing the same row appends nothing.
             if let Some(h) = r.citizen(citizen).and_then(|c| c.holding.as_ref())
                 && h.legacy
-                && &h.ca == ca
+                && r.ca_ids.is(h.ca, ca)
                 && h.activated_at == *issued_at
             {
                 return Ok(vec![]);
@@ -354,11 +377,9 @@ pub fn decide(r: &Registry, cmd: &Command, now: RegistryTime) -> Result<Vec<Even
         }
         Command::AcknowledgeDemand { demand, ca } => {
             let d = r.demands.get(demand).ok_or(Rejection::UnknownDemand(*demand))?;
-            if d.ca.as_ref() != Some(ca) {
-                return Err(Rejection::NotYourDemand {
-                    demand: *demand,
-                    ca: d.ca.clone().unwrap_or_else(|| ca.clone()),
-                });
+            let demand_ca = r.demand_ca(d);
+            if demand_ca != Some(ca) {
+                return Err(Rejection::NotYourDemand { demand: *demand, ca: demand_ca.unwrap_or(ca).clone() });
             }
             r.active_ca(ca)?;
             match d.state {
@@ -375,7 +396,10 @@ pub fn decide(r: &Registry, cmd: &Command, now: RegistryTime) -> Result<Vec<Even
             if now < d.expires_at {
                 return Err(Rejection::DemandNotDue { demand: *demand, expires_at: d.expires_at });
             }
-            let ca = d.ca.clone().expect("an open demand always has a CA: chosen or assigned in the same command");
+            let ca = r
+                .demand_ca(d)
+                .cloned()
+                .expect("an open demand always has a CA: chosen or assigned in the same command");
             Ok(vec![Event::DemandExpired { demand: *demand, ca }])
         }
         Command::FileComplaint { against, kind, citizen, text } => {
@@ -500,11 +524,11 @@ fn decide_issuance(
     let holding = citizen.and_then(|c| c.holding.as_ref());
     let (free_until, switched_from) = if switch {
         let h = holding.ok_or(Rejection::NothingToSwitch)?;
-        if h.ca == cmd.ca {
+        if r.ca_ids.is(h.ca, &cmd.ca) {
             return Err(Rejection::SwitchToSameCa);
         }
         // R7: the free year runs from the first certificate; switching does not restart it.
-        (h.free_until, Some(h.ca.clone()))
+        (h.free_until, Some(r.holder(h).clone()))
     } else {
         r.already_issued(&cmd.citizen)?;
         (add_months(cmd.activated_at, r.campaign.free_months), None)
@@ -556,6 +580,7 @@ pub fn refusal_event(cmd: &Command, rejection: &Rejection) -> Option<Event> {
 pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Event) {
     match event {
         Event::CaRegistered { ca, name, app_name } => {
+            r.ca_ids.intern(ca);
             r.cas.insert(
                 ca.clone(),
                 Ca { id: ca.clone(), name: name.clone(), app_name: app_name.clone(), status: CaStatus::Active },
@@ -595,16 +620,18 @@ pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Even
         }
         Event::CitizenLookedUp { .. } | Event::AttemptRefused { .. } | Event::ViolationLogged { .. } => {}
         Event::IssuanceRecorded(i) => {
+            let ca = r.ca_ids.intern(&i.ca);
+            let place = r.places.intern(&i.place);
             let citizen = r.citizens.entry(i.citizen).or_default();
             citizen.holding = Some(Holding {
-                ca: i.ca.clone(),
+                ca,
                 seq,
                 recorded_at,
                 activated_at: i.activated_at,
                 free_until: i.free_until,
                 channel: Some(i.channel),
                 status: i.status,
-                place: Some(i.place.clone()),
+                place: Some(place),
                 legacy: false,
             });
             // R12: any CA's issuance closes the citizen's open demand.
@@ -613,8 +640,9 @@ pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Even
             }
         }
         Event::LegacyIssuanceImported { citizen, ca, issued_at, free_until, .. } => {
+            let ca = r.ca_ids.intern(ca);
             r.citizens.entry(*citizen).or_default().holding = Some(Holding {
-                ca: ca.clone(),
+                ca,
                 seq,
                 recorded_at,
                 activated_at: *issued_at,
@@ -626,22 +654,18 @@ pub fn apply(r: &mut Registry, seq: Seq, recorded_at: RegistryTime, event: &Even
             });
         }
         Event::DemandRegistered { demand, citizen, mode, chosen_ca, expires_at, .. } => {
+            let ca = chosen_ca.as_ref().map(|ca| r.ca_ids.intern(ca));
             r.demands.insert(
                 *demand,
-                Demand {
-                    citizen: *citizen,
-                    mode: *mode,
-                    ca: chosen_ca.clone(),
-                    expires_at: *expires_at,
-                    state: DemandState::Open,
-                },
+                Demand { citizen: *citizen, mode: *mode, ca, expires_at: *expires_at, state: DemandState::Open },
             );
             r.citizens.entry(*citizen).or_default().open_demand = Some(*demand);
             r.next_demand = r.next_demand.max(demand + 1);
         }
         Event::CaAssigned { demand, ca, rule } => {
+            let ca = r.ca_ids.intern(ca);
             if let Some(d) = r.demands.get_mut(demand) {
-                d.ca = Some(ca.clone());
+                d.ca = Some(ca);
             }
             if *rule == AssignmentRule::Rotation {
                 r.rotation += 1;
