@@ -49,7 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         checkpoint_every: u64,
         /// Events between snapshots of the registry's state (start-up folds only the log
-        /// after the last one; encoding one pauses the writer ~0.3 s per million citizens).
+        /// after the last one; copying the registry for one pauses the writer ~0.1 s per
+        /// million citizens, and a thread encodes and stores the copy).
         #[arg(long, default_value_t = commands::registrar::SNAPSHOT_EVERY)]
         state_snapshot_every: u64,
         /// Serve HTTPS with this PEM certificate chain (with --tls-key).

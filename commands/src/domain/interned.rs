@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::Hash;
 
+/// Interning runs in `apply` for every issuance; the values are a province's CA ids and
+/// place names, not attacker-chosen keys, so a fast fixed hash is enough.
+type Index<T> = HashMap<T, Interned, foldhash::fast::FixedState>;
+
 /// An index into an [`Interner`]: the order in which the log first named the value, so a
 /// fold and a snapshot of the same log give the same indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,7 +20,7 @@ pub struct Interned(u32);
 #[derive(Debug, Clone)]
 pub struct Interner<T: Eq + Hash + Clone> {
     values: Vec<T>,
-    index: HashMap<T, Interned>,
+    index: Index<T>,
 }
 
 impl<T: Eq + Hash + Clone + Serialize> Serialize for Interner<T> {
@@ -33,7 +37,7 @@ impl<'de, T: Eq + Hash + Clone + Deserialize<'de>> Deserialize<'de> for Interner
 
 impl<T: Eq + Hash + Clone> Default for Interner<T> {
     fn default() -> Self {
-        Self { values: Vec::new(), index: HashMap::new() }
+        Self { values: Vec::new(), index: Index::default() }
     }
 }
 
