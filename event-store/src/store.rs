@@ -334,23 +334,26 @@ pub struct LogWriter {
 /// its creation, after `early` started recording, so the two together miss nothing.
 struct Known {
     hasher: foldhash::fast::RandomState,
-    /// `None` until loaded (or for good, if loading failed).
-    sets: Option<KnownSets>,
-    /// Recorded while loading; `None` once loaded or failed.
-    early: Option<KnownSets>,
-    loading: Option<Loading>,
+    state: KnownState,
+}
+
+enum KnownState {
+    Loading {
+        thread: std::thread::JoinHandle<Result<KnownSets, StoreError>>,
+        /// Set when the writer is dropped: the thread holds the store open until it stops.
+        cancel: Arc<AtomicBool>,
+        /// Ids staged while loading, merged in when it is done.
+        early: KnownSets,
+    },
+    Ready(KnownSets),
+    /// Loading failed: every id may exist, for good.
+    Unavailable,
 }
 
 #[derive(Default)]
 struct KnownSets {
     streams: HashSet<u64>,
     subjects: HashSet<u64>,
-}
-
-struct Loading {
-    thread: std::thread::JoinHandle<Result<KnownSets, StoreError>>,
-    /// Set when the writer is dropped: the thread holds the store open until it stops.
-    cancel: Arc<AtomicBool>,
 }
 
 impl Known {
@@ -360,15 +363,14 @@ impl Known {
         let (store, stop, hashing) = (Arc::clone(store), Arc::clone(&cancel), hasher.clone());
         let thread =
             std::thread::Builder::new().name("kyso-known-ids".into()).spawn(move || Self::load(&store, hashing, &stop));
-        let loading = match thread {
-            Ok(thread) => Some(Loading { thread, cancel }),
+        let state = match thread {
+            Ok(thread) => KnownState::Loading { thread, cancel, early: KnownSets::default() },
             Err(e) => {
                 tracing::warn!(error = %e, "no thread to load the known stream ids; every new stream reads RocksDB");
-                None
+                KnownState::Unavailable
             }
         };
-        let early = loading.as_ref().map(|_| KnownSets::default());
-        Known { hasher, sets: None, early, loading }
+        Known { hasher, state }
     }
 
     fn load(
@@ -400,31 +402,46 @@ impl Known {
         Ok(KnownSets { streams, subjects })
     }
 
-    /// The sets, once loaded; the loader's outcome is taken here when it is done.
-    fn ready(&mut self) -> Option<&mut KnownSets> {
-        if self.loading.as_ref().is_some_and(|l| l.thread.is_finished()) {
-            let loading = self.loading.take().expect("checked just above");
-            let early = self.early.take().unwrap_or_default();
-            match loading.thread.join() {
-                Ok(Ok(mut sets)) => {
-                    sets.streams.extend(early.streams);
-                    sets.subjects.extend(early.subjects);
-                    self.sets = Some(sets);
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "loading the known stream ids failed; every new stream reads RocksDB")
-                }
-                Err(_) => {
-                    tracing::warn!("the thread loading the known stream ids panicked; every new stream reads RocksDB")
-                }
+    /// Takes the loader's outcome once it is done.
+    fn poll(&mut self) {
+        if !matches!(&self.state, KnownState::Loading { thread, .. } if thread.is_finished()) {
+            return;
+        }
+        let KnownState::Loading { thread, early, .. } = std::mem::replace(&mut self.state, KnownState::Unavailable)
+        else {
+            unreachable!("matched just above")
+        };
+        match thread.join() {
+            Ok(Ok(mut sets)) => {
+                sets.streams.extend(early.streams);
+                sets.subjects.extend(early.subjects);
+                self.state = KnownState::Ready(sets);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "loading the known stream ids failed; every new stream reads RocksDB")
+            }
+            Err(_) => {
+                tracing::warn!("the thread loading the known stream ids panicked; every new stream reads RocksDB")
             }
         }
-        self.sets.as_mut()
+    }
+
+    /// The sets, once loaded.
+    fn ready(&mut self) -> Option<&KnownSets> {
+        self.poll();
+        match &self.state {
+            KnownState::Ready(sets) => Some(sets),
+            _ => None,
+        }
     }
 
     /// Where a new id goes: the sets, or `early` while they load (nowhere if loading failed).
     fn growing(&mut self) -> Option<&mut KnownSets> {
-        if self.ready().is_some() { self.sets.as_mut() } else { self.early.as_mut() }
+        self.poll();
+        match &mut self.state {
+            KnownState::Ready(sets) | KnownState::Loading { early: sets, .. } => Some(sets),
+            KnownState::Unavailable => None,
+        }
     }
 
     fn may_have_stream(&mut self, stream: &StreamId) -> bool {
@@ -454,11 +471,12 @@ impl Known {
 
 impl Drop for Known {
     fn drop(&mut self) {
-        if let Some(loading) = self.loading.take() {
-            loading.cancel.store(true, Ordering::Relaxed);
+        if let KnownState::Loading { thread, cancel, .. } = std::mem::replace(&mut self.state, KnownState::Unavailable)
+        {
+            cancel.store(true, Ordering::Relaxed);
             // Its outcome no longer matters; waiting means the store is closed when the
             // writer is gone, so the same process can open it again.
-            let _ = loading.thread.join();
+            let _ = thread.join();
         }
     }
 }
@@ -1260,7 +1278,7 @@ impl LogWriter {
         for (append, head) in appends.into_iter().zip(heads) {
             // Within one command the same stream continues from its own staged head.
             let mut head = batch.heads.get(&append.stream).copied().unwrap_or(head);
-            // A stream with a head was loaded into `known` at open or added when it began.
+            // A stream with a head is in `known` from its loader or since it began.
             if head.version == 0 {
                 self.known.add_stream(&append.stream);
             }

@@ -84,7 +84,7 @@ impl<T: Eq + Hash + Clone> Interner<T> {
 
     /// Whether `value` is what `i` names, without interning it.
     pub fn is(&self, i: Interned, value: &T) -> bool {
-        self.index.get(value) == Some(&i)
+        self.get(i) == value
     }
 }
 
