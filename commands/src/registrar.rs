@@ -38,7 +38,16 @@ pub struct Accepted {
     /// with an idempotency key (a replayed answer has none).
     #[serde(skip)]
     pub first_leaf: Option<(Hash, RegistryTime)>,
+    /// What an inline projection answered for the command, from the registry as the
+    /// command saw it (see [`InlineProjection::answer`]). Not remembered with an
+    /// idempotency key either: `None` then, and the caller reads the store.
+    #[serde(skip)]
+    pub answer: Option<Answer>,
 }
+
+/// An inline projection's entry for what a command reads, in its stored form; `None` when
+/// it holds none (a citizen nobody issued to and with no open demand, say).
+pub type Answer = Option<Vec<u8>>;
 
 /// The keys of the idempotency records whose remembered answer holds an event about
 /// `subject` (a CCCD): an erasure must forget them too. Reads the whole column family.
@@ -99,6 +108,13 @@ pub trait InlineProjection: Send {
     /// Called once at start-up with the replayed registry: a projection whose stored form is
     /// missing or of another version rebuilds itself here, before any command runs.
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError>;
+    /// The entry `command` reads, rendered from the registry right after the command was
+    /// decided: what the store holds for it once the command's batch is durable, without
+    /// a read back (a recorded lookup answers from this). `None`: not a command this
+    /// projection answers.
+    fn answer(&self, _registry: &Registry, _command: &Command) -> Option<Answer> {
+        None
+    }
 }
 
 pub struct Registrar {
@@ -401,13 +417,14 @@ impl Handler for Registrar {
                     logged_seq: None,
                 });
             }
-            return Ok(Accepted { replayed: true, first_leaf: None, ..seen.accepted.clone() });
+            return Ok(Accepted { replayed: true, first_leaf: None, answer: None, ..seen.accepted.clone() });
         }
         match decide(&self.registry, &sub.command, batch.recorded_at()) {
             Ok(events) => {
                 let seqs = self.record(writer, batch, &sub.meta, &events)?;
                 let first_leaf = seqs.and_then(|(first, _)| Some((batch.leaf(first)?, batch.recorded_at())));
-                let accepted = Accepted { seqs, events, replayed: false, first_leaf };
+                let answer = self.inline.iter().find_map(|p| p.answer(&self.registry, &sub.command));
+                let accepted = Accepted { seqs, events, replayed: false, first_leaf, answer };
                 if let (Some(key), Some(fingerprint)) = (key, print) {
                     let seen = Remembered { fingerprint, accepted: accepted.clone() };
                     batch.put(

@@ -5,8 +5,8 @@
 
 use crate::Entries;
 use commands::domain::registry::{DemandState, Registry};
-use commands::domain::{CaId, Cccd, Channel, DemandMode, Event, IssuanceStatus, Place};
-use commands::registrar::InlineProjection;
+use commands::domain::{CaId, Cccd, Channel, Command, DemandMode, Event, IssuanceStatus, Place};
+use commands::registrar::{Answer, InlineProjection};
 use event_store::{Batch, Cf, EventStore, RegistryTime, Seq, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -104,10 +104,12 @@ fn touched(registry: &Registry, event: &Event) -> Option<Cccd> {
 
 /// Reads a citizen's view. Never goes through the sequencer.
 pub fn lookup(store: &EventStore, citizen: &Cccd) -> Result<Option<CitizenView>, LookupError> {
-    match store.get(Cf::Citizens, &key(citizen))? {
-        None => Ok(None),
-        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(|_| LookupError::Corrupt(*citizen))?)),
-    }
+    decode(citizen, store.get(Cf::Citizens, &key(citizen))?.as_deref())
+}
+
+/// A view in its stored form (as read, or as the registrar answered a recorded lookup).
+pub fn decode(citizen: &Cccd, stored: Option<&[u8]>) -> Result<Option<CitizenView>, LookupError> {
+    stored.map(|bytes| postcard::from_bytes(bytes).map_err(|_| LookupError::Corrupt(*citizen))).transpose()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,5 +153,14 @@ impl InlineProjection for CitizenViews {
             tracing::info!(citizens = registry.citizens.len(), "re-rendered the citizen view (new or changed version)");
         }
         Ok(())
+    }
+
+    /// A recorded lookup is answered with the view it saw, so the API need not read it
+    /// back: under HTTP lookups that read was ~2.4 % of the server's CPU (2026-12-01).
+    fn answer(&self, registry: &Registry, command: &Command) -> Option<Answer> {
+        match command {
+            Command::LookUpCitizen { citizen, .. } => Some(render(registry, citizen).map(|v| encode(&v))),
+            _ => None,
+        }
     }
 }

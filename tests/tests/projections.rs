@@ -3,7 +3,7 @@
 //! the live one serves; counts explain themselves; and kill -9 resumes from checkpoints
 //! without double counting.
 
-use commands::domain::Campaign;
+use commands::domain::{Campaign, Command};
 use commands::registrar::{Registrar, Submission, replay};
 use commands::{Clock, ManualClock, Sequencer, SequencerConfig};
 use event_store::{EventStore, Metadata, Seq};
@@ -80,8 +80,21 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     }
     let mut work = Workload::new(300);
     let mut rebuild = None;
+    let mut answered = 0;
     for n in 0..3000 {
-        let _ = submit(work.next(&mut rng, clock.now())).await.unwrap();
+        let command = work.next(&mut rng, clock.now());
+        let looked_up = match &command {
+            Command::LookUpCitizen { citizen, .. } => Some(*citizen),
+            _ => None,
+        };
+        // A recorded lookup's answer is the view the store holds once it is acknowledged
+        // (nothing else is submitted meanwhile).
+        if let (Some(c), Ok(accepted)) = (looked_up, submit(command).await.unwrap()) {
+            let answer = accepted.answer.expect("the citizen view answers a recorded lookup");
+            let stored = citizen::lookup(&store, &c).unwrap();
+            assert_eq!(citizen::decode(&c, answer.as_deref()).unwrap(), stored, "lookup of {c}");
+            answered += usize::from(stored.is_some());
+        }
         clock.advance_ms(rng.random_range(1_000..600_000));
         if n == 1500 {
             // Rebuild aside while commands and the follower keep going; it swaps in later.
@@ -93,6 +106,7 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
         }
     }
     rebuild.unwrap().join().unwrap();
+    assert!(answered > 50, "lookups of citizens with a view: {answered}");
     // Let the follower swap the rebuilds in and catch up, then stop it (it persists).
     while projections.lag(store.last_seq()) > 0 || projections.counts.rebuild_progress().is_some() {
         tokio::time::sleep(Duration::from_millis(20)).await;

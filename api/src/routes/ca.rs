@@ -59,8 +59,8 @@ pub(super) struct LookupAnswer {
     responses((status = 200, body = LookupAnswer), (status = "default", description = "an RFC 9457 problem", body = crate::problem::ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
-/// R2: a CA's lookup is recorded, then answered from the view, which already includes
-/// every write acknowledged before it.
+/// R2: a CA's lookup is recorded, then answered with the view as of its place in the log,
+/// which includes every write acknowledged before it. Others' lookups read the stored view.
 pub(super) async fn lookup(
     open: Open,
     caller: Authorized<LookupRoles>,
@@ -68,16 +68,21 @@ pub(super) async fn lookup(
     QueryParams(q): QueryParams<LookupQuery>,
 ) -> Result<Json<LookupAnswer>, Problem> {
     let citizen = cccd(&open, "cccd", &id)?;
-    let lookup_seq = match caller.ca() {
+    let (lookup_seq, answer) = match caller.ca() {
         Ok(ca) => {
             let command = Command::LookUpCitizen { citizen, ca: ca.clone(), staff: q.staff };
-            submit(&open, &caller, command, None).await?.seqs.map(|(s, _)| s)
+            let accepted = submit(&open, &caller, command, None).await?;
+            (accepted.seqs.map(|(s, _)| s), accepted.answer)
         }
-        Err(_) => None,
+        Err(_) => (None, None),
     };
-    let view = citizen::lookup(&open.get().store, &citizen)
-        .map_err(|e| Problem::internal("reading the citizen view", e))?
-        .unwrap_or(CitizenView { issued: None, open_demand: None });
+    let view = match answer {
+        // The view as the lookup saw it, durable with the lookup's batch.
+        Some(stored) => citizen::decode(&citizen, stored.as_deref()),
+        None => citizen::lookup(&open.get().store, &citizen),
+    }
+    .map_err(|e| Problem::internal("reading the citizen view", e))?
+    .unwrap_or(CitizenView { issued: None, open_demand: None });
     Ok(Json(LookupAnswer { citizen: citizen.to_string(), view, lookup_seq }))
 }
 
