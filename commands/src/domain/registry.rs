@@ -324,7 +324,7 @@ pub fn decide(r: &Registry, cmd: &Command, now: RegistryTime) -> Result<Vec<Even
             // R6: re-importing the same row appends nothing.
             if let Some(h) = r.citizen(citizen).and_then(|c| c.holding.as_ref())
                 && h.legacy
-                && r.ca_ids.is(h.ca, ca)
+                && r.holder(h) == ca
                 && h.activated_at == *issued_at
             {
                 return Ok(vec![]);
@@ -524,7 +524,7 @@ fn decide_issuance(
     let holding = citizen.and_then(|c| c.holding.as_ref());
     let (free_until, switched_from) = if switch {
         let h = holding.ok_or(Rejection::NothingToSwitch)?;
-        if r.ca_ids.is(h.ca, &cmd.ca) {
+        if r.holder(h) == &cmd.ca {
             return Err(Rejection::SwitchToSameCa);
         }
         // R7: the free year runs from the first certificate; switching does not restart it.
