@@ -13,6 +13,7 @@ use commands::{AppendToStreams, Handler, ManualClock, Sequencer, SequencerConfig
 use event_store::pipeline::WriteThread;
 use event_store::{EventData, EventStore, ExpectedVersion, LogWriter, Metadata, RegistryTime, StreamAppend, StreamId};
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,6 +120,7 @@ fn submitters_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Durati
         let r = runtime.block_on(submitters(base, tasks, cell, generic_append));
         println!("{}", r.row(tasks));
         eprintln!("  {tasks} submitters: checksum {}", r.checksum);
+        eprintln!("{}", r.breakdown());
     }
 }
 
@@ -134,6 +136,7 @@ fn domain_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) 
         let r = runtime.block_on(domain_issuances(base, tasks, cell));
         println!("{}", r.row(tasks));
         eprintln!("  {tasks} domain submitters: checksum {}", r.checksum);
+        eprintln!("{}", r.breakdown());
     }
 }
 
@@ -243,10 +246,20 @@ struct SubmitResult {
     p99_ms: f64,
     /// The whole process's CPU time per acknowledged command, if `/proc` tells it.
     cpu_us: Option<f64>,
+    /// The same per thread (tokio's workers together), most first: which stage is busy.
+    threads_us: Vec<(String, f64)>,
+    /// Mean time of one synced batch write on the log-write thread (fsync included).
+    write_ms: f64,
     checksum: String,
 }
 
 impl SubmitResult {
+    /// Where the CPU went and how long a batch write took: which stage bounds the rate.
+    fn breakdown(&self) -> String {
+        let threads: Vec<String> = self.threads_us.iter().map(|(name, us)| format!("{name} {us:.1}")).collect();
+        format!("    write {:.2} ms/batch; CPU µs per command by thread: {}", self.write_ms, threads.join(", "))
+    }
+
     fn row(&self, tasks: usize) -> String {
         let cpu = self.cpu_us.map_or_else(|| "n/a".to_string(), |us| format!("{us:.1}"));
         format!(
@@ -274,6 +287,28 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// CPU time so far of each live thread of this process, by thread name.
+fn threads_cpu() -> HashMap<String, Duration> {
+    let mut by_name = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return by_name };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let (Some(Ok(utime)), Some(Ok(stime))) =
+            (fields.nth(11).map(str::parse::<u64>), fields.next().map(str::parse::<u64>))
+        else {
+            continue;
+        };
+        let name = match &stat[open + 1..close] {
+            n if n.starts_with("tokio") => "tokio",
+            n => n,
+        };
+        *by_name.entry(name.to_string()).or_default() += Duration::from_millis((utime + stime) * 10);
+    }
+    by_name
+}
+
 /// Many tasks, each submitting one command built by `make(task, n)` and awaiting its
 /// durable answer, in a loop.
 async fn run_submitters<H: Handler>(
@@ -288,6 +323,7 @@ async fn run_submitters<H: Handler>(
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let cpu_before = process_cpu();
+    let threads_before = threads_cpu();
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
@@ -316,8 +352,10 @@ async fn run_submitters<H: Handler>(
     let elapsed = started.elapsed();
     // Before the stop: a clean stop writes a state snapshot, which is not the cell's work.
     let cpu_after = process_cpu();
+    let threads_after = threads_cpu();
     let stats = sequencer.stats();
     let (commands, batches) = (stats.commands.load(Ordering::Relaxed), stats.batches.load(Ordering::Relaxed).max(1));
+    let write_ms = stats.commit_micros.load(Ordering::Relaxed) as f64 / 1e3 / batches as f64;
     drop(sequencer);
     thread.join().expect("sequencer thread");
     let acked = counter.load(Ordering::Relaxed);
@@ -325,6 +363,16 @@ async fn run_submitters<H: Handler>(
         (Some(before), Some(after)) if acked > 0 => Some((after - before).as_secs_f64() * 1e6 / acked as f64),
         _ => None,
     };
+    let per_cmd = |d: Duration| d.as_secs_f64() * 1e6 / acked.max(1) as f64;
+    let mut threads_us: Vec<(String, f64)> = threads_after
+        .into_iter()
+        .map(|(name, after)| {
+            let before = threads_before.get(&name).copied().unwrap_or_default();
+            (name, per_cmd(after.saturating_sub(before)))
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    threads_us.sort_by(|a, b| b.1.total_cmp(&a.1));
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     let head = store.tree_head();
@@ -334,6 +382,8 @@ async fn run_submitters<H: Handler>(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         cpu_us,
+        threads_us,
+        write_ms,
         checksum: format!("last seq {} root {}", head.size, &hex::encode(head.root)[..16]),
     }
 }
