@@ -1,4 +1,4 @@
--- wrk: POST /v1/issuances, each request for a citizen no request has used before.
+-- wrk: POST to the URL's path (/v1/issuances), each request for a citizen no request has used before.
 -- KYSO_TOKEN is a CA's token. Citizens are numbered across wrk's threads: thread t sends
 -- t, t + T, t + 2T, … (T threads), mapped onto valid Huế CCCDs born 1940–1999.
 local threads = {}
@@ -28,7 +28,7 @@ function request()
   local body = string.format(
     '{"citizen":"%s","channel":"app","segment":"adult_citizen","commune":"%s","activated_at":"2023-09-01T07:59:00Z"}',
     cccd, communes[i % 4 + 1])
-  return wrk.format("POST", "/v1/issuances", { ["Authorization"] = auth, ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", wrk.path, { ["Authorization"] = auth, ["Content-Type"] = "application/json" }, body)
 end
 
 function response(status, headers, body)

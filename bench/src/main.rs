@@ -2,6 +2,7 @@
 //! disk, printed as tables with ratios (absolute numbers drift on shared machines; ratios
 //! far less). `--quick` runs a few milliseconds per cell so `./scripts/test` keeps it alive.
 
+mod bare;
 mod publish;
 mod read_side;
 
@@ -47,6 +48,11 @@ struct Args {
     /// Run one table only (for profiling one path).
     #[arg(long, value_enum)]
     only: Option<Table>,
+    /// Instead of the tables, serve the HTTP floor at this address until killed: one
+    /// axum route that parses a JSON body and round-trips a channel, nothing recorded.
+    /// `bench/load/run` loads it with the same wrk script as kyso's issuances.
+    #[arg(long, value_name = "ADDR")]
+    serve_bare: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +71,9 @@ const SUBMITTERS: [usize; 3] = [1, 64, 1024];
 
 fn main() {
     let args = Args::parse();
+    if let Some(listen) = args.serve_bare {
+        return bare::serve(listen);
+    }
     let cell = Duration::from_secs_f64(if args.quick { 0.05 } else { args.seconds });
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     println!(
