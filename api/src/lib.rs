@@ -271,7 +271,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.in_flight))
                 .timeout(limits.timeout),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(metrics::Track(Arc::clone(&state.metrics)))
         .with_state(state)
         .merge(swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
             uri_prefix: "/docs",

@@ -4,8 +4,7 @@
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -14,8 +13,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,17 +139,87 @@ impl Collector for Live {
 }
 
 /// Counts and times every request by its route pattern (never by raw path: ids would
-/// explode the label set).
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let m = &state.metrics;
-    m.requests.get_or_create(&RouteLabels { method, route: route.clone(), status: res.status().as_u16() }).inc();
-    m.latency.get_or_create(&RouteOnly { route }).observe(started.elapsed().as_secs_f64());
-    res
+/// explode the label set). A tower layer of its own rather than `axum::middleware::from_fn`,
+/// which per request clones the app state and boxes a second clone of the inner service
+/// and its future. Against that middleware, recording the same metrics, five alternating
+/// pairs of 8 s wrk runs (2026-12-01): tokio's CPU fell by 0.7–7 µs per request (of
+/// 22–41) in each of the ten runs, issuances and lookups, and throughput rose in nine.
+#[derive(Clone)]
+pub struct Track(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for Track {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked { inner, metrics: Arc::clone(&self.0) }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, E> tower::Service<Request> for Tracked<S>
+where
+    S: tower::Service<Request, Response = Response, Error = E>,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = req.method().clone();
+        TrackedFuture {
+            inner: self.inner.call(req),
+            metrics: Arc::clone(&self.metrics),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<Metrics>,
+        route: Option<MatchedPath>,
+        method: Method,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        if let Ok(res) = &out {
+            let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let labels = RouteLabels {
+                method: this.method.to_string(),
+                route: route.to_string(),
+                status: res.status().as_u16(),
+            };
+            this.metrics.requests.get_or_create(&labels).inc();
+            this.metrics
+                .latency
+                .get_or_create(&RouteOnly { route: labels.route })
+                .observe(this.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(out)
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

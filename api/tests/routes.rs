@@ -397,11 +397,14 @@ async fn health_readiness_and_metrics() {
     assert_eq!(ready["projection_lag"], 6, "nothing folded yet");
     h.catch_up();
     assert_eq!(h.call("GET", "/readyz", None, None).await.1["projection_lag"], 0);
+    // Counted under no path of its own: raw paths would let callers grow the label set.
+    assert_eq!(h.call("GET", "/v1/no/such/route/42", None, None).await.0, StatusCode::NOT_FOUND);
     let (s, text) = h.call("GET", "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let text = text.as_str().unwrap();
     for needle in [
         r#"kyso_http_requests_total{method="POST",route="/v1/cas",status="201"} 6"#,
+        r#"kyso_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
         "kyso_sequencer_commands_total 6",
         "kyso_sequencer_queue_depth 0",
         "kyso_projection_counts_lag 0",
