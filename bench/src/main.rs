@@ -284,16 +284,9 @@ impl SubmitResult {
 /// CPU time (user + system) of the whole process so far: every thread, RocksDB's flushes
 /// and compactions included. Per command it varies less from run to run than a cell's
 /// throughput (RecordIssuance at 1024 submitters, 2026-12-01: 13.1–14.7 µs/cmd while the
-/// rate went 114–129k/s), so compare builds by it. From `/proc/self/stat`, in clock ticks
-/// of 1/100 s (Linux's `USER_HZ`).
+/// rate went 114–129k/s), so compare builds by it.
 fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name in parentheses may hold spaces; the fields after it do not.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, cpu)| cpu)
 }
 
 /// CPU time so far of each live thread of this process, by thread name.
@@ -302,20 +295,23 @@ fn threads_cpu() -> HashMap<String, Duration> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return by_name };
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let (Some(Ok(utime)), Some(Ok(stime))) =
-            (fields.nth(11).map(str::parse::<u64>), fields.next().map(str::parse::<u64>))
-        else {
-            continue;
-        };
-        let name = match &stat[open + 1..close] {
-            n if n.starts_with("tokio") => "tokio",
-            n => n,
-        };
-        *by_name.entry(name.to_string()).or_default() += Duration::from_millis((utime + stime) * 10);
+        let Some((name, cpu)) = stat_cpu(&stat) else { continue };
+        let name = if name.starts_with("tokio") { "tokio" } else { name };
+        *by_name.entry(name.to_string()).or_default() += cpu;
     }
     by_name
+}
+
+/// The name and CPU time (user + system) in a `/proc/…/stat` line, whose times are in
+/// clock ticks of 1/100 s (Linux's `USER_HZ`).
+fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
+    // The name in parentheses may hold spaces; the fields after it do not.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let mut fields = stat.get(close + 1..)?.split_whitespace();
+    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((stat.get(open + 1..close)?, Duration::from_millis((utime + stime) * 10)))
 }
 
 /// Many tasks, each submitting one command built by `make(task, n)` and awaiting its
