@@ -30,6 +30,11 @@ struct Args {
     /// Seconds per table cell.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Run each append, submitters and domain cell for this many events or commands
+    /// instead of `--seconds`: the same work in every run, so `valgrind --tool=callgrind`
+    /// counts the same instructions whatever else the machine is doing.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
     /// A smoke run: tiny cells, numbers meaningless, just proves the benchmark works.
     #[arg(long)]
     quick: bool,
@@ -45,6 +50,10 @@ struct Args {
     /// Events published and followed in the publish table.
     #[arg(long, default_value_t = 1_000_000)]
     publish_events: u64,
+    /// Only the cells of this batch size (append) or number of submitters (submitters,
+    /// domain): for profiling one cell.
+    #[arg(long, value_name = "N")]
+    size: Option<usize>,
     /// Run one table only (for profiling one path).
     #[arg(long, value_enum)]
     only: Option<Table>,
@@ -65,32 +74,68 @@ enum Table {
     Publish,
 }
 
+/// How long a cell runs.
+#[derive(Clone, Copy)]
+enum Cell {
+    Time(Duration),
+    /// Events (append) or acknowledged commands (submitters, domain).
+    Count(u64),
+}
+
+impl Cell {
+    /// Whether a cell started at `started` that has done `done` goes on.
+    fn goes_on(self, started: Instant, done: u64) -> bool {
+        match self {
+            Cell::Time(limit) => started.elapsed() < limit,
+            Cell::Count(limit) => done < limit,
+        }
+    }
+
+    /// One more command for a submitter, under a count; a timed cell is stopped from outside.
+    fn claim(self, claimed: &AtomicU64) -> bool {
+        match self {
+            Cell::Time(_) => true,
+            Cell::Count(limit) => claimed.fetch_add(1, Ordering::Relaxed) < limit,
+        }
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Time(limit) => write!(f, "{:.2}s per cell", limit.as_secs_f64()),
+            Cell::Count(n) => write!(f, "{n} events or commands per cell"),
+        }
+    }
+}
+
 const VALUE_BYTES: usize = 250;
 const BATCH_SIZES: [usize; 4] = [1, 10, 100, 1000];
 const SUBMITTERS: [usize; 3] = [1, 64, 1024];
+const DOMAIN_SUBMITTERS: [usize; 2] = [64, 1024];
 
 fn main() {
     let args = Args::parse();
     if let Some(listen) = args.serve_bare {
         return bare::serve(listen);
     }
-    let cell = Duration::from_secs_f64(if args.quick { 0.05 } else { args.seconds });
+    let cell = match args.count {
+        Some(n) => Cell::Count(n),
+        None => Cell::Time(Duration::from_secs_f64(if args.quick { 0.05 } else { args.seconds })),
+    };
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    println!(
-        "# kyso-bench: {VALUE_BYTES}-byte payloads, synced writes, {:.2}s per cell, dir {}",
-        cell.as_secs_f64(),
-        base.display()
-    );
+    println!("# kyso-bench: {VALUE_BYTES}-byte payloads, synced writes, {cell}, dir {}", base.display());
     let run = |t: Table| args.only.is_none_or(|only| only == t);
+    let sizes = |all: &[usize]| all.iter().copied().filter(|n| args.size.is_none_or(|size| size == *n)).collect();
     if run(Table::Append) {
-        append_table(&base, cell);
+        append_table(&base, cell, sizes(&BATCH_SIZES));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     if run(Table::Submitters) {
-        submitters_table(&runtime, &base, cell);
+        submitters_table(&runtime, &base, cell, sizes(&SUBMITTERS));
     }
     if run(Table::Domain) {
-        domain_table(&runtime, &base, cell);
+        domain_table(&runtime, &base, cell, sizes(&DOMAIN_SUBMITTERS));
     }
     if run(Table::Projections) {
         read_side::table(&base, if args.quick { 20_000 } else { args.events });
@@ -100,11 +145,11 @@ fn main() {
     }
 }
 
-fn append_table(base: &Path, cell: Duration) {
+fn append_table(base: &Path, cell: Cell, batches: Vec<usize>) {
     println!();
     println!("| batch | raw rocksdb ev/s | kyso append, one thread | ratio | kyso append, pipelined | ratio |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for batch in BATCH_SIZES {
+    for batch in batches {
         let raw = raw_rocksdb(base, batch, cell);
         let (serial, checksum) = kyso_append(base, batch, cell, false);
         eprintln!("  batch {batch}, one thread: checksum {checksum}");
@@ -121,11 +166,11 @@ fn append_table(base: &Path, cell: Duration) {
     }
 }
 
-fn submitters_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) {
+fn submitters_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Cell, sizes: Vec<usize>) {
     println!();
     println!("| submitters | acked ev/s | avg batch | p50 ms | p99 ms | CPU µs/ev |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for tasks in SUBMITTERS {
+    for tasks in sizes {
         let r = runtime.block_on(submitters(base, tasks, cell, generic_append));
         println!("{}", r.row(tasks));
         eprintln!("  {tasks} submitters: checksum {}", r.checksum);
@@ -133,7 +178,7 @@ fn submitters_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Durati
     }
 }
 
-fn domain_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) {
+fn domain_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Cell, sizes: Vec<usize>) {
     println!();
     println!(
         "Domain command path: RecordIssuance for unique citizens (decide + apply + salted leaf + durable append)."
@@ -141,7 +186,7 @@ fn domain_table(runtime: &tokio::runtime::Runtime, base: &Path, cell: Duration) 
     println!();
     println!("| submitters | accepted cmds/s | avg batch | p50 ms | p99 ms | CPU µs/cmd |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for tasks in [64, 1024] {
+    for tasks in sizes {
         let r = runtime.block_on(domain_issuances(base, tasks, cell));
         println!("{}", r.row(tasks));
         eprintln!("  {tasks} domain submitters: checksum {}", r.checksum);
@@ -173,7 +218,7 @@ fn value(i: u64) -> Vec<u8> {
 }
 
 /// The physical limit: RocksDB's own synced `WriteBatch` of plain values, options as kyso's.
-fn raw_rocksdb(base: &Path, batch: usize, cell: Duration) -> f64 {
+fn raw_rocksdb(base: &Path, batch: usize, cell: Cell) -> f64 {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -186,7 +231,7 @@ fn raw_rocksdb(base: &Path, batch: usize, cell: Duration) -> f64 {
     wo.set_sync(true);
     let mut next = 0u64;
     let started = Instant::now();
-    while started.elapsed() < cell {
+    while cell.goes_on(started, next) {
         let mut wb = WriteBatch::default();
         for _ in 0..batch {
             next += 1;
@@ -212,7 +257,8 @@ fn meta() -> Metadata {
 /// kyso's append path: envelope, stream head, Merkle leaf tile and tree head in one synced
 /// batch. `pipelined`: as the sequencer runs it, the next batch staged and prepared on this
 /// thread while the log-write thread makes the last one durable; else one thread does both.
-fn kyso_append(base: &Path, batch: usize, cell: Duration, pipelined: bool) -> (f64, String) {
+fn kyso_append(base: &Path, batch: usize, cell: Cell, pipelined: bool) -> (f64, String) {
+    let threads_before = threads_cpu();
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, mut writer): (_, LogWriter) = EventStore::open(dir.path(), true).expect("kyso store");
     let (written, landed) = std::sync::mpsc::channel();
@@ -222,7 +268,7 @@ fn kyso_append(base: &Path, batch: usize, cell: Duration, pipelined: bool) -> (f
     let meta = meta();
     let mut next = 0u64;
     let started = Instant::now();
-    while started.elapsed() < cell {
+    while cell.goes_on(started, next) {
         let mut b = writer.begin(RegistryTime(0));
         for _ in 0..batch {
             next += 1;
@@ -244,8 +290,10 @@ fn kyso_append(base: &Path, batch: usize, cell: Duration, pipelined: bool) -> (f
         writer.durable(wait());
     }
     let rate = next as f64 / started.elapsed().as_secs_f64();
+    let threads = per_thread(&threads_before, threads_cpu(), next);
     let head = store.tree_head();
-    (rate, format!("last seq {} root {}", head.size, &hex::encode(head.root)[..16]))
+    let checksum = format!("last seq {} root {}", head.size, &hex::encode(head.root)[..16]);
+    (rate, format!("{checksum}; CPU µs per event by thread: {}", cpu_line(&threads)))
 }
 
 struct SubmitResult {
@@ -265,8 +313,7 @@ struct SubmitResult {
 impl SubmitResult {
     /// Where the CPU went and how long a batch write took: which stage bounds the rate.
     fn breakdown(&self) -> String {
-        let threads: Vec<String> = self.threads_us.iter().map(|(name, us)| format!("{name} {us:.1}")).collect();
-        format!("    write {:.2} ms/batch; CPU µs per command by thread: {}", self.write_ms, threads.join(", "))
+        format!("    write {:.2} ms/batch; CPU µs per command by thread: {}", self.write_ms, cpu_line(&self.threads_us))
     }
 
     fn row(&self, tasks: usize) -> String {
@@ -302,6 +349,25 @@ fn threads_cpu() -> HashMap<String, Duration> {
     by_name
 }
 
+/// Each thread's CPU time between two readings of [`threads_cpu`], in µs per unit of work
+/// (`done` events or commands), most first; threads that did next to nothing left out.
+fn per_thread(before: &HashMap<String, Duration>, after: HashMap<String, Duration>, done: u64) -> Vec<(String, f64)> {
+    let mut threads: Vec<(String, f64)> = after
+        .into_iter()
+        .map(|(name, after)| {
+            let spent = after.saturating_sub(before.get(&name).copied().unwrap_or_default());
+            (name, spent.as_secs_f64() * 1e6 / done.max(1) as f64)
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    threads
+}
+
+fn cpu_line(threads: &[(String, f64)]) -> String {
+    threads.iter().map(|(name, us)| format!("{name} {us:.1}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The name and CPU time (user + system) in a `/proc/…/stat` line, whose times are in
 /// clock ticks of 1/100 s (Linux's `USER_HZ`).
 fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
@@ -321,22 +387,25 @@ async fn run_submitters<H: Handler>(
     sequencer: Sequencer<H>,
     thread: std::thread::JoinHandle<()>,
     tasks: usize,
-    cell: Duration,
+    cell: Cell,
     make: fn(usize, u64) -> H::Command,
     accepted: fn(&H::Reply) -> bool,
 ) -> SubmitResult {
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
+    // Commands handed out, under a count: a task stops when none are left.
+    let claimed = Arc::new(AtomicU64::new(0));
     let cpu_before = process_cpu();
     let threads_before = threads_cpu();
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let (sequencer, stop, counter) = (sequencer.clone(), Arc::clone(&stop), Arc::clone(&counter));
+            let claimed = Arc::clone(&claimed);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && cell.claim(&claimed) {
                     n += 1;
                     let sent = Instant::now();
                     let reply = sequencer.submit(make(t, n)).await.expect("submit");
@@ -348,8 +417,10 @@ async fn run_submitters<H: Handler>(
             })
         })
         .collect();
-    tokio::time::sleep(cell).await;
-    stop.store(true, Ordering::Relaxed);
+    if let Cell::Time(limit) = cell {
+        tokio::time::sleep(limit).await;
+        stop.store(true, Ordering::Relaxed);
+    }
     let mut latencies = Vec::new();
     for h in handles {
         latencies.extend(h.await.expect("submitter task"));
@@ -368,16 +439,7 @@ async fn run_submitters<H: Handler>(
         (Some(before), Some(after)) if acked > 0 => Some((after - before).as_secs_f64() * 1e6 / acked as f64),
         _ => None,
     };
-    let per_cmd = |d: Duration| d.as_secs_f64() * 1e6 / acked.max(1) as f64;
-    let mut threads_us: Vec<(String, f64)> = threads_after
-        .into_iter()
-        .map(|(name, after)| {
-            let before = threads_before.get(&name).copied().unwrap_or_default();
-            (name, per_cmd(after.saturating_sub(before)))
-        })
-        .filter(|(_, us)| *us >= 0.05)
-        .collect();
-    threads_us.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threads_us = per_thread(&threads_before, threads_after, acked);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     let head = store.tree_head();
@@ -393,12 +455,7 @@ async fn run_submitters<H: Handler>(
     }
 }
 
-async fn submitters(
-    base: &Path,
-    tasks: usize,
-    cell: Duration,
-    make: fn(usize, u64) -> AppendToStreams,
-) -> SubmitResult {
+async fn submitters(base: &Path, tasks: usize, cell: Cell, make: fn(usize, u64) -> AppendToStreams) -> SubmitResult {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
     let (sequencer, thread) =
@@ -438,7 +495,7 @@ fn domain_issuance(t: usize, n: u64) -> Submission {
 /// 2023-09-01 08:00 UTC, inside Huế's phase 1.
 const DOMAIN_NOW: RegistryTime = RegistryTime(1_693_555_200_000);
 
-async fn domain_issuances(base: &Path, tasks: usize, cell: Duration) -> SubmitResult {
+async fn domain_issuances(base: &Path, tasks: usize, cell: Cell) -> SubmitResult {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
     let campaign = Campaign::from_toml(HUE).expect("the Huế campaign");
