@@ -74,12 +74,16 @@ pub fn stream_and_subject(e: &Event) -> (StreamId, Option<String>) {
     }
 }
 
+/// Room for any event's payload (the largest, `IssuanceRecorded`, is ~70 bytes): a `Vec`
+/// grown from empty reallocates five times on the way there, on the sequencer thread.
+const PAYLOAD_CAPACITY: usize = 128;
+
 pub fn encode(e: &Event) -> (StreamId, EventData) {
     let (stream, subject) = stream_and_subject(e);
     let data = EventData {
         event_type: type_name(e).to_string(),
         schema_version: SCHEMA_VERSION,
-        payload: postcard::to_stdvec(e).expect("serialising to a Vec cannot fail"),
+        payload: postcard::to_io(e, Vec::with_capacity(PAYLOAD_CAPACITY)).expect("serialising to a Vec cannot fail"),
         subject,
     };
     (stream, data)

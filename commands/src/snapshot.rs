@@ -11,8 +11,8 @@ use crate::domain::admin_units::communes_of;
 use crate::domain::ca::{Ca, CaId};
 use crate::domain::event::{ComplaintId, DemandId, Place, StaffId};
 use crate::domain::interned::Interner;
-use crate::domain::registry::{Citizen, Complaint, Demand, Holding, Staff};
-use crate::domain::{Campaign, Cccd, Registry};
+use crate::domain::registry::{CitizenMap, Complaint, Demand, Holding, Staff};
+use crate::domain::{Campaign, Registry};
 use crate::registrar::{OpenError, fold};
 use chrono::NaiveDate;
 use event_store::{AsideOp, Cf, EventStore, Seq, StoreError};
@@ -42,7 +42,7 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 struct State<'a> {
     cas: Cow<'a, BTreeMap<CaId, Ca>>,
-    citizens: Cow<'a, HashMap<Cccd, Citizen>>,
+    citizens: Cow<'a, CitizenMap>,
     demands: Cow<'a, BTreeMap<DemandId, Demand>>,
     staff: Cow<'a, BTreeMap<StaffId, Staff>>,
     staff_by_token: Cow<'a, HashMap<[u8; 32], StaffId>>,

@@ -87,7 +87,9 @@ pub fn render(registry: &Registry, citizen: &Cccd) -> Option<CitizenView> {
 
 /// The stored form of a view.
 pub fn encode(view: &CitizenView) -> Vec<u8> {
-    postcard::to_stdvec(view).expect("serialising to a Vec cannot fail")
+    // Sized for a view with both parts, so it is not reallocated as it grows (the inline
+    // projection encodes one per issuance, on the sequencer thread).
+    postcard::to_io(view, Vec::with_capacity(128)).expect("serialising to a Vec cannot fail")
 }
 
 /// The citizen whose view `event` changes, if any (a lookup or a refusal changes nothing).
