@@ -43,9 +43,17 @@ pub fn type_name(e: &Event) -> &'static str {
     }
 }
 
+const CITIZEN_STREAM_PREFIX: &str = "citizen-";
+
 /// The stream (aggregate) an event belongs to and the person it is about, if any.
 pub fn stream_and_subject(e: &Event) -> (StreamId, Option<String>) {
-    let citizen = |c: &crate::domain::Cccd| (StreamId::new(format!("citizen-{c}")), Some(c.to_string()));
+    // Built directly, not with `format!`: one per citizen event, on the sequencer thread.
+    let citizen = |c: &crate::domain::Cccd| {
+        let mut stream = String::with_capacity(CITIZEN_STREAM_PREFIX.len() + c.as_str().len());
+        stream.push_str(CITIZEN_STREAM_PREFIX);
+        stream.push_str(c.as_str());
+        (StreamId(stream), Some(c.as_str().to_owned()))
+    };
     match e {
         Event::CaRegistered { ca, .. }
         | Event::CaSuspended { ca, .. }
