@@ -33,7 +33,7 @@ struct Args {
     /// Run each append, submitters and domain cell for this many events or commands
     /// instead of `--seconds`: the same work in every run, so `valgrind --tool=callgrind`
     /// counts the same instructions whatever else the machine is doing.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// A smoke run: tiny cells, numbers meaningless, just proves the benchmark works.
     #[arg(long)]
