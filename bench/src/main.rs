@@ -258,7 +258,6 @@ fn meta() -> Metadata {
 /// batch. `pipelined`: as the sequencer runs it, the next batch staged and prepared on this
 /// thread while the log-write thread makes the last one durable; else one thread does both.
 fn kyso_append(base: &Path, batch: usize, cell: Cell, pipelined: bool) -> (f64, String) {
-    let threads_before = threads_cpu();
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, mut writer): (_, LogWriter) = EventStore::open(dir.path(), true).expect("kyso store");
     let (written, landed) = std::sync::mpsc::channel();
@@ -267,6 +266,8 @@ fn kyso_append(base: &Path, batch: usize, cell: Cell, pipelined: bool) -> (f64, 
     let mut writing = false;
     let meta = meta();
     let mut next = 0u64;
+    // From here, as the submitters cells: the store's open is not the cell's work.
+    let threads_before = threads_cpu();
     let started = Instant::now();
     while cell.goes_on(started, next) {
         let mut b = writer.begin(RegistryTime(0));

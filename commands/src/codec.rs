@@ -49,10 +49,11 @@ const CITIZEN_STREAM_PREFIX: &str = "citizen-";
 pub fn stream_and_subject(e: &Event) -> (StreamId, Option<String>) {
     // Built directly, not with `format!`: one per citizen event, on the sequencer thread.
     let citizen = |c: &crate::domain::Cccd| {
-        let mut stream = String::with_capacity(CITIZEN_STREAM_PREFIX.len() + c.as_str().len());
+        let digits = c.as_str();
+        let mut stream = String::with_capacity(CITIZEN_STREAM_PREFIX.len() + digits.len());
         stream.push_str(CITIZEN_STREAM_PREFIX);
-        stream.push_str(c.as_str());
-        (StreamId(stream), Some(c.as_str().to_owned()))
+        stream.push_str(digits);
+        (StreamId(stream), Some(digits.to_owned()))
     };
     match e {
         Event::CaRegistered { ca, .. }
