@@ -7,9 +7,9 @@ pub enum Cf {
     /// `seq (u64) → Envelope` (postcard).
     Events,
     /// `len (u16) ‖ stream id → version (u64) ‖ last seq (u64)`: each aggregate's head. A
-    /// stream's history is its events' `prev_seq` chain back from here; a new stream costs
-    /// one bloom-filtered point lookup. Only ever read by point lookups, so its memtable is
-    /// a hash table rather than a skiplist (see `db_options`).
+    /// stream's history is its events' `prev_seq` chain back from here. Since format 4 it
+    /// lags the log: the heads after [`META_HEADS`]'s seq are in memory and are written out
+    /// in bulk as sorted table files (see `heads`), never through the memtable.
     Streams,
     /// The Merkle tree, stored as Tessera does: leaf hashes 256 to a key (`0xFF ‖ tile (u64)
     /// → up to 256 × 32 bytes`, the rightmost tile rewritten as it fills), and every complete
@@ -127,6 +127,8 @@ pub(crate) const LEGACY_SALT_INDEX_PREFIX: u8 = 0xFF;
 pub(crate) const META_FORMAT: &[u8] = b"format";
 /// `size (u64) ‖ root (32 bytes)`, written in every batch.
 pub(crate) const META_TREE: &[u8] = b"tree";
+/// `seq (u64)`: [`Cf::Streams`] holds every stream's head as of this seq (format 4 on).
+pub(crate) const META_HEADS: &[u8] = b"heads";
 /// `ckpt/ ‖ size (u64) → signed note`: every signed checkpoint, kept so older ones stay
 /// retrievable and auditors can check consistency between successive ones.
 pub(crate) const META_CHECKPOINT_PREFIX: &[u8] = b"ckpt/";

@@ -12,6 +12,7 @@ pub mod cf;
 pub mod checkpoint;
 mod envelope;
 mod error;
+mod heads;
 pub mod merkle;
 pub mod pipeline;
 pub mod receipt;

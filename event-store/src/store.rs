@@ -1,8 +1,9 @@
 //! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
 
-use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_TREE};
+use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
+use crate::heads::{self, Heads};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
@@ -23,17 +24,20 @@ use std::sync::{Arc, RwLock};
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
 /// 2: salts carry their first seq and are indexed by it (see [`Cf::Salts`]).
 /// 3: that index has its own column family ([`Cf::SaltIndex`]).
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: stream heads are written behind the log, in bulk (see `heads`): [`Cf::Streams`] may
+///    lag, up to the seq in its `meta` record, and the tail is read back at open.
+pub const FORMAT_VERSION: u32 = 4;
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
-/// are; format 2 only in where the salt index is. Opening either for writing moves what
-/// needs moving and marks it format 3, so older builds refuse it from then on.
+/// are; format 2 also in where the salt index is; formats 1–3 in writing every head with
+/// its batch (their heads are complete). Opening one for writing moves what needs moving
+/// and marks it the current format, so older builds refuse it from then on.
 const OLDEST_FORMAT: u32 = 1;
 /// Salt index entries moved per synced batch when a format-2 store is upgraded.
 const UPGRADE_CHUNK: usize = 50_000;
 /// Stream ids are keys; a bound keeps a client from making huge ones.
 pub const MAX_STREAM_ID_BYTES: usize = 256;
-/// The writer caches stream heads; past this many it starts over (reads fall back to RocksDB).
-const HEADS_CACHE_MAX: usize = 1 << 20;
+/// The writer caches salts; past this many it starts over (reads fall back to RocksDB).
+const SALTS_CACHE_MAX: usize = 1 << 20;
 
 /// A raw key and value read from a column family.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -115,7 +119,7 @@ pub struct StreamHead {
 }
 
 impl StreamHead {
-    fn encode(self) -> [u8; 16] {
+    pub(crate) fn encode(self) -> [u8; 16] {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&self.version.to_be_bytes());
         out[8..].copy_from_slice(&self.last_seq.0.to_be_bytes());
@@ -284,6 +288,8 @@ pub struct EventStore {
     /// older formats as they are.
     format: u32,
     head: RwLock<TreeHead>,
+    /// Stream heads the column family does not hold yet (see `heads`).
+    pub(crate) heads: Heads,
     /// Writes still to fail on purpose ([`EventStore::fail_next_writes`]).
     faults: AtomicU32,
 }
@@ -306,16 +312,17 @@ pub struct LogWriter {
     right_tile: Vec<Hash>,
     /// Prepared batches not yet known durable, oldest first.
     pending: VecDeque<Pending>,
-    /// Durable stream heads and salts, so that most stagings read no RocksDB.
-    heads: HashMap<StreamId, StreamHead>,
+    /// Durable salts, so that most stagings read no RocksDB. (Durable stream heads are in
+    /// the store's overlay until they are written out: see `heads`.)
     salts: HashMap<String, Salt>,
+    heads_index: heads::Indexer,
     /// Which streams and subjects may exist: most staged streams and subjects are new,
     /// and this answers them without a RocksDB read.
     known: Known,
     /// Events and `WriteBatch` bytes of the last batch prepared, to size the next one.
     last_batch_events: usize,
     last_batch_bytes: usize,
-    /// Reused for each staged event's leaf bytes and encoding, and each batch's head keys.
+    /// Reused for each staged event's leaf bytes and encoding.
     scratch: Vec<u8>,
 }
 
@@ -469,6 +476,13 @@ impl Known {
     }
 }
 
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // The write-out thread holds the store open: done, the same process can reopen it.
+        self.heads_index.finish(&self.store);
+    }
+}
+
 impl Drop for Known {
     fn drop(&mut self) {
         if let KnownState::Loading { thread, cancel, .. } = std::mem::replace(&mut self.state, KnownState::Unavailable)
@@ -503,13 +517,14 @@ impl Prepared {
     }
 }
 
-fn db_options(cf: Option<Cf>) -> Options {
+pub(crate) fn db_options(cf: Option<Cf>) -> Options {
     let mut opts = Options::default();
     // Most point lookups (stream heads, salts, state) are for keys that may not exist yet:
     // bloom filters answer those without touching data blocks.
-    if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Idempotency | Cf::Citizens)) {
-        // A new citizen's stream head and salt, and a new idempotency key, are looked up
-        // before they are written, and each miss searched the whole memtable skiplist:
+    if matches!(cf, Some(Cf::Salts | Cf::Idempotency | Cf::Citizens)) {
+        // A new citizen's salt (and before format 4 its stream head) and a new idempotency
+        // key are looked up before they are written, and each miss searched the whole
+        // memtable skiplist:
         // profiled under 1024 submitters, those searches were ~11 % of the command path's
         // CPU (the inserts another ~10 %).
         // A whole-key bloom in the memtable answers a miss; it costs a hash per insert,
@@ -518,10 +533,9 @@ fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    if matches!(cf, Some(Cf::Streams | Cf::Salts | Cf::Citizens)) {
-        // Every new stream's head, and every new citizen's salt and view, lands at a random
-        // place in the memtable. A skiplist insert there chases pointers through cache
-        // misses on each level: profiled under 1024 submitters it was the log-write
+    if matches!(cf, Some(Cf::Salts | Cf::Citizens)) {
+        // Every new citizen's salt and view lands at a random place in the memtable. A
+        // skiplist insert there chases pointers through cache misses on each level: profiled under 1024 submitters it was the log-write
         // thread's largest cost. Nothing reads these column families but point lookups
         // (and whole scans in tests, rebuild checks and upgrades, which `scan_prefix` makes
         // total-order), so a hash table of the whole key serves them with one bucket lookup
@@ -569,20 +583,33 @@ impl EventStore {
             }
             let mut wb = WriteBatch::default();
             wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+            if db.get_cf(meta, META_HEADS)?.is_none() {
+                // A new store, or one whose every batch wrote its heads: the column family
+                // holds them all, up to the tree's size.
+                let size =
+                    db.get_cf(meta, META_TREE)?.and_then(|t| Some(u64::from_be_bytes(t.get(..8)?.try_into().ok()?)));
+                wb.put_cf(meta, META_HEADS, size.unwrap_or(0).to_be_bytes());
+            }
             db.write_opt(wb, &synced())?;
         }
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
         let right_tile = store.right_tile(tree.size())?;
-        let known = Known::start(&store);
+        heads::remove_leftovers(&store);
+        let mut known = Known::start(&store);
+        // A stream of the tail has no head in the column family for the known set's loader
+        // to find: it goes in with those staged from now on.
+        for stream in store.heads.load_now(&store)? {
+            known.add_stream(&stream);
+        }
         let writer = LogWriter {
             next_seq: tree.size() + 1,
             right_tile,
             tree,
             store: Arc::clone(&store),
             pending: VecDeque::new(),
-            heads: HashMap::default(),
             salts: HashMap::default(),
+            heads_index: heads::Indexer::new(),
             known,
             last_batch_events: 0,
             last_batch_bytes: 0,
@@ -634,7 +661,8 @@ impl EventStore {
                 "a format-{format} store without its salt index column family"
             )));
         }
-        let store = EventStore { db, format, head: RwLock::new(head), faults: AtomicU32::new(0) };
+        let store =
+            EventStore { db, format, head: RwLock::new(head), heads: Heads::default(), faults: AtomicU32::new(0) };
         let last = store.last_event_key()?;
         if last != head.size {
             return Err(StoreError::CorruptMeta(format!(
@@ -669,6 +697,30 @@ impl EventStore {
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(cf.name()).expect("opened with every Cf")
+    }
+
+    /// The format the store was opened as.
+    pub(crate) fn format(&self) -> u32 {
+        self.format
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.db.path()
+    }
+
+    /// Adds a sorted table file to a column family (RocksDB takes it over).
+    pub(crate) fn ingest(
+        &self,
+        cf: Cf,
+        opts: &rocksdb::IngestExternalFileOptions,
+        file: &Path,
+    ) -> Result<(), StoreError> {
+        Ok(self.db.ingest_external_file_cf_opts(self.cf(cf), opts, vec![file])?)
+    }
+
+    /// One record in [`Cf::Meta`], made durable with the next synced write.
+    pub(crate) fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.put_cf(self.cf(Cf::Meta), key, value)?)
     }
 
     /// The last committed seq (0 for an empty log).
@@ -747,6 +799,20 @@ impl EventStore {
 
     /// The stream's head; version 0 if it has no events.
     pub fn stream_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
+        match self.heads.get(self, stream.as_str())? {
+            Some(head) => Ok(head),
+            None => self.stored_head(stream),
+        }
+    }
+
+    /// The seq up to which [`Cf::Streams`] holds every stream's head (the rest are in memory
+    /// and in the log: see `heads`).
+    pub fn heads_indexed_through(&self) -> Result<Seq, StoreError> {
+        heads::indexed_through(self).map(Seq)
+    }
+
+    /// The stream's head in the column family, which may lag (see `heads`).
+    fn stored_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
         match self.db.get_pinned_cf(self.cf(Cf::Streams), cf::stream_prefix(stream.as_str()))? {
             None => Ok(StreamHead::default()),
             Some(bytes) if bytes.len() == 16 => Ok(StreamHead {
@@ -1198,15 +1264,16 @@ impl LogWriter {
     /// store lags behind the batches being written.
     fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<StreamHead, StoreError> {
         let pending = || self.pending.iter().rev().find_map(|p| p.heads.get(stream));
-        if let Some(h) = batch.heads.get(stream).or_else(pending).or_else(|| self.heads.get(stream)) {
+        if let Some(h) = batch.heads.get(stream).or_else(pending) {
             return Ok(*h);
+        }
+        if let Some(h) = self.store.heads.get(&self.store, stream.as_str())? {
+            return Ok(h);
         }
         if !self.known.may_have_stream(stream) {
             return Ok(StreamHead::default());
         }
-        // Not cached here: a stream read is about to be staged, and its new head reaches the
-        // cache with its batch (most reads are of new streams, which would only churn it).
-        self.store.stream_head(stream)
+        self.store.stored_head(stream)
     }
 
     /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
@@ -1227,7 +1294,7 @@ impl LogWriter {
                 return Ok(salt);
             }
         };
-        if self.salts.len() >= HEADS_CACHE_MAX {
+        if self.salts.len() >= SALTS_CACHE_MAX {
             self.salts.clear();
         }
         self.salts.insert(subject.to_string(), salt);
@@ -1381,11 +1448,10 @@ impl LogWriter {
         assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
         self.last_batch_events = batch.leaves.len();
         let store = &self.store;
-        let (streams_cf, merkle_cf) = (store.cf(Cf::Streams), store.cf(Cf::Merkle));
+        let merkle_cf = store.cf(Cf::Merkle);
         let mut tree = self.tree.clone();
         let mut tile: Vec<u8> = self.right_tile.concat();
         let mut wb = batch.wb;
-        let mut scratch = std::mem::take(&mut self.scratch);
         for &leaf in &batch.leaves {
             tree.append(leaf, |id, hash| {
                 if id.level >= cf::TILE_HEIGHT {
@@ -1406,11 +1472,6 @@ impl LogWriter {
             wb.put_cf(salts_cf, subject.as_bytes(), encode_salt(salt, *seq));
             wb.put_cf(index_cf, cf::seq_key(seq.0), salt);
         }
-        for (stream, head) in &batch.heads {
-            scratch.clear();
-            cf::push_stream_prefix(&mut scratch, stream.as_str());
-            wb.put_cf(streams_cf, &scratch, head.encode());
-        }
         for (cf, key, value) in &batch.writes {
             match value {
                 Some(v) => wb.put_cf(store.cf(*cf), key, v),
@@ -1423,7 +1484,6 @@ impl LogWriter {
         head_bytes[8..].copy_from_slice(&head.root);
         wb.put_cf(store.cf(Cf::Meta), META_TREE, head_bytes);
         self.last_batch_bytes = wb.size_in_bytes();
-        self.scratch = scratch;
 
         let right_tile: Vec<Hash> = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
         self.pending.push_back(Pending {
@@ -1438,21 +1498,29 @@ impl LogWriter {
     }
 
     /// Every prepared batch up to `last` is durable: what they added joins the caches and
-    /// becomes the point a rewind goes back to.
+    /// the stream heads' overlay, and becomes the point a rewind goes back to.
     pub fn durable(&mut self, last: Seq) {
+        let mut durable = None;
         while let Some(p) = self.pending.front()
             && p.last_seq <= last.0
         {
             let p = self.pending.pop_front().expect("front exists");
-            if self.heads.len() + p.heads.len() > HEADS_CACHE_MAX {
-                self.heads.clear();
-            }
-            self.heads.extend(p.heads);
-            if self.salts.len() + p.salts.len() > HEADS_CACHE_MAX {
+            durable = Some(p.last_seq);
+            self.store.heads.extend(p.heads);
+            if self.salts.len() + p.salts.len() > SALTS_CACHE_MAX {
                 self.salts.clear();
             }
             self.salts.extend(p.salts);
         }
+        if let Some(durable) = durable {
+            self.heads_index.durable(&self.store, durable);
+        }
+    }
+
+    /// Writes stream heads out to their column family every `events` events instead of
+    /// every 262,144 (tests make it small to cross write-outs).
+    pub fn set_heads_index_every(&mut self, events: u64) {
+        self.heads_index.set_every(events);
     }
 
     /// A write failed: forgets every batch prepared after the last durable one (a failed

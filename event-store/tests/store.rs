@@ -2,8 +2,10 @@
 
 use event_store::{
     AppendError, Cf, EventData, EventStore, ExpectedVersion, FORMAT_VERSION, LogWriter, Metadata, RegistryTime, Seq,
-    StoreError, StreamAppend, StreamId, merkle, verify,
+    StoreError, StreamAppend, StreamHead, StreamId, merkle, verify,
 };
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 
 fn event(payload: &[u8]) -> EventData {
     EventData { event_type: "Tested".into(), schema_version: 1, payload: payload.to_vec(), subject: None }
@@ -148,12 +150,21 @@ fn reopen_restores_seq_tree_and_stream_heads() {
     assert_eq!(read_only.last_seq(), Seq(16));
 }
 
-/// Builds before session 12 kept stream heads in a skiplist memtable with no prefix
-/// extractor; today's store reads them through a hash memtable keyed by the whole key. Heads
-/// in a table file written the old way must read the same, guard their streams, and sit
-/// beside heads written since; a missing stream must still read as new.
+/// The key a stream's head has in [`Cf::Streams`]: the id's length (u16), then the id.
+fn head_key(stream: &str) -> Vec<u8> {
+    [&(stream.len() as u16).to_be_bytes()[..], stream.as_bytes()].concat()
+}
+
+fn head_value(head: StreamHead) -> Vec<u8> {
+    [head.version.to_be_bytes(), head.last_seq.0.to_be_bytes()].concat()
+}
+
+/// Formats 1–3 wrote every head with its batch, so their column family is complete and
+/// has no record of how far it goes. Such a store must read its heads as they are, and
+/// opening it for writing must take them all as written out up to the log's end: they
+/// guard their streams and sit beside heads written since.
 #[test]
-fn stream_heads_written_without_the_hash_memtable_read_the_same() {
+fn a_format_3_store_keeps_its_stream_heads_when_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     let streams: Vec<String> = (0..200).map(|i| format!("citizen-{i:012}")).collect();
     let heads_of = |store: &EventStore| -> Vec<_> {
@@ -166,15 +177,19 @@ fn stream_heads_written_without_the_hash_memtable_read_the_same() {
             writer.stage(&mut batch, &meta(), vec![append(stream, ExpectedVersion::Any, 1 + i % 3)]).unwrap();
             writer.commit(batch).unwrap();
         }
-        heads_of(&store)
+        let written = heads_of(&store);
+        // Now make it what format 3 wrote: every head in the column family, no record.
+        for (stream, head) in streams.iter().zip(&written) {
+            store.tamper_raw_put(Cf::Streams, &head_key(stream), &head_value(*head)).unwrap();
+        }
+        store.tamper_raw_delete(Cf::Meta, b"heads").unwrap();
+        store.tamper_raw_put(Cf::Meta, b"format", &3u32.to_be_bytes()).unwrap();
+        written
     };
-    {
-        // As an older build opened it: default options in every column family.
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), Cf::ALL.map(Cf::name)).unwrap();
-        db.flush_cf(db.cf_handle(Cf::Streams.name()).unwrap()).unwrap();
-    }
+    assert_eq!(heads_of(&EventStore::open_read_only(dir.path()).unwrap()), written);
     {
         let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+        assert_eq!(store.heads_indexed_through().unwrap(), store.last_seq());
         assert_eq!(heads_of(&store), written);
         assert_eq!(store.stream_head(&StreamId::new("citizen-999999999999")).unwrap().version, 0);
         let mut batch = writer.begin(RegistryTime(0));
@@ -192,6 +207,85 @@ fn stream_heads_written_without_the_hash_memtable_read_the_same() {
         assert_eq!(now.version, then.version + 1, "stream {stream}");
     }
     assert_eq!(heads_of(&EventStore::open_read_only(dir.path()).unwrap()), now);
+}
+
+/// Every stream's head as the log says: its last event's version and seq.
+fn heads_in_log(store: &EventStore) -> BTreeMap<String, StreamHead> {
+    let mut heads = BTreeMap::new();
+    for env in store.read_from(Seq(1)) {
+        let env = env.unwrap();
+        heads.insert(env.stream.0, StreamHead { version: env.stream_version, last_seq: env.seq });
+    }
+    heads
+}
+
+fn assert_heads(store: &EventStore, expected: &BTreeMap<String, StreamHead>, when: &str) {
+    for (stream, head) in expected {
+        assert_eq!(store.stream_head(&StreamId::new(stream.as_str())).unwrap(), *head, "{when}: stream {stream}");
+    }
+}
+
+/// Heads are kept in memory behind the log and written out in bulk every so many events:
+/// across write-outs, reopening (the tail read back from the log), a read-only open, and a
+/// record left behind its write-out (a crash between the two), every head is the log's and
+/// still guards its stream.
+#[test]
+fn stream_heads_written_out_behind_the_log_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let streams: Vec<String> = (0..300).map(|i| format!("s-{i}")).collect();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stage_some = |writer: &mut LogWriter, batches: usize| {
+        for _ in 0..batches {
+            let mut batch = writer.begin(RegistryTime(0));
+            for _ in 0..rng.random_range(1..20) {
+                let stream = &streams[rng.random_range(0..streams.len())];
+                let version = versions.entry(stream.clone()).or_default();
+                let expected = if *version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(*version) };
+                let n = rng.random_range(1..3);
+                writer.stage(&mut batch, &meta(), vec![append(stream, expected, n)]).unwrap();
+                *version += n as u64;
+            }
+            writer.commit(batch).unwrap();
+        }
+    };
+    {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        writer.set_heads_index_every(50);
+        stage_some(&mut writer, 100);
+        assert_heads(&store, &heads_in_log(&store), "while writing");
+    }
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    let through = store.heads_indexed_through().unwrap();
+    assert!(through > Seq(0) && through <= store.last_seq(), "written out up to {through}");
+    assert_heads(&store, &heads_in_log(&store), "reopened");
+    writer.set_heads_index_every(50);
+    stage_some(&mut writer, 100);
+    drop(writer);
+    let expected = heads_in_log(&store);
+    assert_eq!(expected.iter().map(|(s, h)| (s.clone(), h.version)).collect::<BTreeMap<_, _>>(), versions);
+    drop(store);
+    assert_heads(&EventStore::open_read_only(dir.path()).unwrap(), &expected, "read-only");
+    {
+        // As if a crash came after a write-out was ingested and before its record.
+        let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+        store.tamper_raw_put(Cf::Meta, b"heads", &0u64.to_be_bytes()).unwrap();
+    }
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_heads(&store, &expected, "record behind its write-out");
+    let mut batch = writer.begin(RegistryTime(0));
+    let stale = writer.stage(&mut batch, &meta(), vec![append("s-0", ExpectedVersion::Exact(versions["s-0"] - 1), 1)]);
+    assert!(matches!(stale, Err(AppendError::Conflict(_))), "a written-out head guards its stream");
+    drop((store, writer, batch));
+    {
+        let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
+        store.tamper_raw_put(Cf::Meta, b"heads", &[1, 2, 3]).unwrap();
+    }
+    match EventStore::open(dir.path(), false) {
+        Err(StoreError::CorruptMeta(why)) => assert!(why.contains("stream heads"), "{why}"),
+        Err(other) => panic!("expected CorruptMeta, got {other}"),
+        Ok(_) => panic!("a store with a broken heads record must not open"),
+    }
 }
 
 #[test]
@@ -271,7 +365,7 @@ fn a_format_1_store_reads_and_is_marked_current_when_written() {
 
 /// Format 2 kept the salt index inside `salts`, under `0xFF ‖ seq`, and had no `salt_index`
 /// column family. Such a store reads as it is; opening it for writing moves the index, also
-/// after an upgrade that stopped half-way, and marks it format 3.
+/// after an upgrade that stopped half-way, and marks it the current format.
 #[test]
 fn a_format_2_store_reads_and_its_salt_index_moves_when_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,7 +419,7 @@ fn a_format_2_store_reads_and_its_salt_index_moves_when_written() {
         }
     }
     let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
-    assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), 3u32.to_be_bytes());
+    assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), FORMAT_VERSION.to_be_bytes());
     assert_eq!(store.salts_by_first_seq().collect::<Result<Vec<_>, _>>().unwrap(), index);
     let salts: Vec<_> = store.scan_prefix(Cf::Salts, b"").map(|kv| kv.unwrap().0).collect();
     assert_eq!(salts.len(), 300, "only subjects are left in salts");

@@ -1,6 +1,7 @@
 //! A child for the kill -9 tests: appends under load from many tasks through the real
 //! sequencer and prints `ACK <first_seq> <last_seq> <stream>` the moment each append is
-//! acknowledged, until it is killed.
+//! acknowledged, until it is killed. A third argument writes stream heads out every that
+//! many events (see `LogWriter::set_heads_index_every`), so kills land around write-outs.
 
 use commands::{AppendToStreams, Sequencer, SequencerConfig, StreamAppender, SystemClock};
 use event_store::{EventData, EventStore, ExpectedVersion, Metadata, StreamAppend, StreamId};
@@ -10,10 +11,14 @@ use std::sync::Arc;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: crash-writer DATA_DIR TASKS");
+    let dir = args.next().expect("usage: crash-writer DATA_DIR TASKS [HEADS_EVERY]");
     let tasks: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(64);
+    let heads_every: Option<u64> = args.next().and_then(|t| t.parse().ok());
     let run = std::process::id();
-    let (_store, writer) = EventStore::open(&dir, true).expect("opening the store");
+    let (_store, mut writer) = EventStore::open(&dir, true).expect("opening the store");
+    if let Some(events) = heads_every {
+        writer.set_heads_index_every(events);
+    }
     let (sequencer, _thread) =
         Sequencer::start(writer, StreamAppender, Arc::new(SystemClock), SequencerConfig::default());
     let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<String>();
