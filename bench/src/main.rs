@@ -267,7 +267,7 @@ fn kyso_append(base: &Path, batch: usize, cell: Cell, pipelined: bool) -> (f64, 
     let meta = meta();
     let mut next = 0u64;
     // From here, as the submitters cells: the store's open is not the cell's work.
-    let threads_before = threads_cpu();
+    let (cpu_before, threads_before) = (process_cpu(), threads_cpu());
     let started = Instant::now();
     while cell.goes_on(started, next) {
         let mut b = writer.begin(RegistryTime(0));
@@ -292,9 +292,10 @@ fn kyso_append(base: &Path, batch: usize, cell: Cell, pipelined: bool) -> (f64, 
     }
     let rate = next as f64 / started.elapsed().as_secs_f64();
     let threads = per_thread(&threads_before, threads_cpu(), next);
+    let process = cpu_per(cpu_before, process_cpu(), next).map_or_else(|| "n/a".into(), |us| format!("{us:.1}"));
     let head = store.tree_head();
     let checksum = format!("last seq {} root {}", head.size, &hex::encode(head.root)[..16]);
-    (rate, format!("{checksum}; CPU µs per event by thread: {}", cpu_line(&threads)))
+    (rate, format!("{checksum}; CPU µs per event: process {process}, by thread: {}", cpu_line(&threads)))
 }
 
 struct SubmitResult {
@@ -335,6 +336,16 @@ impl SubmitResult {
 /// rate went 114–129k/s), so compare builds by it.
 fn process_cpu() -> Option<Duration> {
     stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, cpu)| cpu)
+}
+
+/// Microseconds of the whole process's CPU per unit of work between two readings. Unlike
+/// the per-thread figures it includes threads that ended inside the cell (the stream heads'
+/// write-outs).
+fn cpu_per(before: Option<Duration>, after: Option<Duration>, done: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if done > 0 => Some((after - before).as_secs_f64() * 1e6 / done as f64),
+        _ => None,
+    }
 }
 
 /// CPU time so far of each live thread of this process, by thread name.
@@ -436,10 +447,7 @@ async fn run_submitters<H: Handler>(
     drop(sequencer);
     thread.join().expect("sequencer thread");
     let acked = counter.load(Ordering::Relaxed);
-    let cpu_us = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) if acked > 0 => Some((after - before).as_secs_f64() * 1e6 / acked as f64),
-        _ => None,
-    };
+    let cpu_us = cpu_per(cpu_before, cpu_after, acked);
     let threads_us = per_thread(&threads_before, threads_after, acked);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;

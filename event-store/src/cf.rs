@@ -9,7 +9,7 @@ pub enum Cf {
     /// `len (u16) ‖ stream id → version (u64) ‖ last seq (u64)`: each aggregate's head. A
     /// stream's history is its events' `prev_seq` chain back from here. Since format 4 it
     /// lags the log: the heads after [`META_HEADS`]'s seq are in memory and are written out
-    /// in bulk as sorted table files (see `heads`), never through the memtable.
+    /// in bulk as sorted table files (see `lagging`), never through the memtable.
     Streams,
     /// The Merkle tree, stored as Tessera does: leaf hashes 256 to a key (`0xFF ‖ tile (u64)
     /// → up to 256 × 32 bytes`, the rightmost tile rewritten as it fills), and every complete
@@ -28,9 +28,10 @@ pub enum Cf {
     /// `due_at (i64) ‖ id → ()`: what the scheduler must act on, in due order.
     Deadlines,
     /// Per-citizen salts for the commitments in Merkle leaves; erasing one forgets a citizen.
-    /// `subject → salt (32) ‖ first seq (u64)`: the seq of the event that created it. Only
-    /// point lookups, so its memtable is a hash table like [`Cf::Streams`]'s. (Format-1
-    /// stores have `subject → salt` alone; readers take both.)
+    /// `subject → salt (32) ‖ first seq (u64)`: the seq of the event that created it. Since
+    /// format 5 it lags the log like [`Cf::Streams`]: the salts after [`META_SALTS`]'s seq
+    /// are in memory, and read back from [`Cf::SaltIndex`] at open. (Format-1 stores have
+    /// `subject → salt` alone; readers take both.)
     Salts,
     /// `first seq (u64) → salt (32)`: each salt again, under the seq of the event that
     /// created it. Verifying the log reads it in step with the events instead of a random
@@ -129,6 +130,8 @@ pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_TREE: &[u8] = b"tree";
 /// `seq (u64)`: [`Cf::Streams`] holds every stream's head as of this seq (format 4 on).
 pub(crate) const META_HEADS: &[u8] = b"heads";
+/// `seq (u64)`: [`Cf::Salts`] holds every subject's salt as of this seq (format 5 on).
+pub(crate) const META_SALTS: &[u8] = b"salts";
 /// `ckpt/ ‖ size (u64) → signed note`: every signed checkpoint, kept so older ones stay
 /// retrievable and auditors can check consistency between successive ones.
 pub(crate) const META_CHECKPOINT_PREFIX: &[u8] = b"ckpt/";

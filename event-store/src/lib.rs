@@ -12,7 +12,7 @@ pub mod cf;
 pub mod checkpoint;
 mod envelope;
 mod error;
-mod heads;
+mod lagging;
 pub mod merkle;
 pub mod pipeline;
 pub mod receipt;

@@ -1,9 +1,9 @@
 //! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
 
-use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_TREE};
+use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_SALTS, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
-use crate::heads::{self, Heads};
+use crate::lagging::{self, Heads, Lagging, Salts};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
@@ -24,12 +24,13 @@ use std::sync::{Arc, RwLock};
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
 /// 2: salts carry their first seq and are indexed by it (see [`Cf::Salts`]).
 /// 3: that index has its own column family ([`Cf::SaltIndex`]).
-/// 4: stream heads are written behind the log, in bulk (see `heads`): [`Cf::Streams`] may
-///    lag, up to the seq in its `meta` record, and the tail is read back at open.
-pub const FORMAT_VERSION: u32 = 4;
+/// 4: stream heads are written behind the log, in bulk (see `lagging`): [`Cf::Streams`]
+///    may lag, up to the seq in its `meta` record, and the tail is read back at open.
+/// 5: so are subjects' salts ([`Cf::Salts`]; the salt index is still written with each batch).
+pub const FORMAT_VERSION: u32 = 5;
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
-/// are; format 2 also in where the salt index is; formats 1–3 in writing every head with
-/// its batch (their heads are complete). Opening one for writing moves what needs moving
+/// are; format 2 also in where the salt index is; formats 1–3 in writing every head, and
+/// 1–4 every salt, with its batch (those column families are complete). Opening one for writing moves what needs moving
 /// and marks it the current format, so older builds refuse it from then on.
 const OLDEST_FORMAT: u32 = 1;
 /// Salt index entries moved per synced batch when a format-2 store is upgraded.
@@ -213,7 +214,7 @@ fn salt_of(bytes: &[u8]) -> Result<Salt, StoreError> {
     stored_salt(bytes).map(|(salt, _)| salt)
 }
 
-fn encode_salt(salt: &Salt, first_seq: Seq) -> [u8; 40] {
+pub(crate) fn encode_salt(salt: &Salt, first_seq: Seq) -> [u8; 40] {
     let mut stored = [0u8; 40];
     stored[..32].copy_from_slice(salt);
     stored[32..].copy_from_slice(&first_seq.0.to_be_bytes());
@@ -288,8 +289,9 @@ pub struct EventStore {
     /// older formats as they are.
     format: u32,
     head: RwLock<TreeHead>,
-    /// Stream heads the column family does not hold yet (see `heads`).
-    pub(crate) heads: Heads,
+    /// Stream heads and salts their column families do not hold yet (see `lagging`).
+    pub(crate) heads: Lagging<Heads>,
+    pub(crate) salts: Lagging<Salts>,
     /// Writes still to fail on purpose ([`EventStore::fail_next_writes`]).
     faults: AtomicU32,
 }
@@ -312,10 +314,12 @@ pub struct LogWriter {
     right_tile: Vec<Hash>,
     /// Prepared batches not yet known durable, oldest first.
     pending: VecDeque<Pending>,
-    /// Durable salts, so that most stagings read no RocksDB. (Durable stream heads are in
-    /// the store's overlay until they are written out: see `heads`.)
+    /// Salts read from RocksDB, so that a subject's later events read it once. (Durable
+    /// stream heads and new salts are in the store's overlays until they are written out:
+    /// see `lagging`.)
     salts: HashMap<String, Salt>,
-    heads_index: heads::Indexer,
+    heads_index: lagging::Indexer<Heads>,
+    salts_index: lagging::Indexer<Salts>,
     /// Which streams and subjects may exist: most staged streams and subjects are new,
     /// and this answers them without a RocksDB read.
     known: Known,
@@ -456,8 +460,8 @@ impl Known {
         self.ready().is_none_or(|s| s.streams.contains(&hash))
     }
 
-    fn add_stream(&mut self, stream: &StreamId) {
-        let hash = self.hasher.hash_one(stream.as_str().as_bytes());
+    fn add_stream(&mut self, stream: &str) {
+        let hash = self.hasher.hash_one(stream.as_bytes());
         if let Some(sets) = self.growing() {
             sets.streams.insert(hash);
         }
@@ -478,8 +482,9 @@ impl Known {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        // The write-out thread holds the store open: done, the same process can reopen it.
+        // The write-out threads hold the store open: done, the same process can reopen it.
         self.heads_index.finish(&self.store);
+        self.salts_index.finish(&self.store);
     }
 }
 
@@ -500,7 +505,7 @@ impl Drop for Known {
 struct Pending {
     last_seq: u64,
     heads: HashMap<StreamId, StreamHead>,
-    salts: HashMap<String, Salt>,
+    salts: HashMap<String, (Salt, Seq)>,
     tree_before: CompactRange,
     tile_before: Vec<Hash>,
 }
@@ -521,22 +526,23 @@ pub(crate) fn db_options(cf: Option<Cf>) -> Options {
     let mut opts = Options::default();
     // Most point lookups (stream heads, salts, state) are for keys that may not exist yet:
     // bloom filters answer those without touching data blocks.
-    if matches!(cf, Some(Cf::Salts | Cf::Idempotency | Cf::Citizens)) {
-        // A new citizen's salt (and before format 4 its stream head) and a new idempotency
-        // key are looked up before they are written, and each miss searched the whole
-        // memtable skiplist:
-        // profiled under 1024 submitters, those searches were ~11 % of the command path's
-        // CPU (the inserts another ~10 %).
+    if matches!(cf, Some(Cf::Idempotency | Cf::Citizens)) {
+        // A new idempotency key or citizen view (and before formats 4 and 5 a new
+        // citizen's stream head and salt) is looked up before it is written, and each miss
+        // searched the whole memtable skiplist: profiled under 1024 submitters, those
+        // searches were ~11 % of the command path's CPU (the inserts another ~10 %).
         // A whole-key bloom in the memtable answers a miss; it costs a hash per insert,
         // only in these column families. Measured: RecordIssuance at 1024 submitters
         // 25.6k → 32.5k cmds/s in one A/B run (2026-11-29, session 7's machine).
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    if matches!(cf, Some(Cf::Salts | Cf::Citizens)) {
-        // Every new citizen's salt and view lands at a random place in the memtable. A
-        // skiplist insert there chases pointers through cache misses on each level: profiled under 1024 submitters it was the log-write
-        // thread's largest cost. Nothing reads these column families but point lookups
+    if cf == Some(Cf::Citizens) {
+        // Every new citizen's view lands at a random place in the memtable (so did their
+        // stream head and salt before formats 4 and 5). A skiplist insert there chases
+        // pointers through cache misses on each level: profiled under 1024 submitters it
+        // was the log-write thread's largest cost. Nothing reads this column family but
+        // point lookups
         // (and whole scans in tests, rebuild checks and upgrades, which `scan_prefix` makes
         // total-order), so a hash table of the whole key serves them with one bucket lookup
         // per insert. The ordering is paid later, by RocksDB's flush thread, which sorts
@@ -583,24 +589,28 @@ impl EventStore {
             }
             let mut wb = WriteBatch::default();
             wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
-            if db.get_cf(meta, META_HEADS)?.is_none() {
-                // A new store, or one whose every batch wrote its heads: the column family
-                // holds them all, up to the tree's size.
-                let size =
-                    db.get_cf(meta, META_TREE)?.and_then(|t| Some(u64::from_be_bytes(t.get(..8)?.try_into().ok()?)));
-                wb.put_cf(meta, META_HEADS, size.unwrap_or(0).to_be_bytes());
+            // A new store, or one whose every batch wrote its heads (and salts): the column
+            // family holds them all, up to the tree's size.
+            let size = db.get_cf(meta, META_TREE)?.and_then(|t| Some(u64::from_be_bytes(t.get(..8)?.try_into().ok()?)));
+            for record in [META_HEADS, META_SALTS] {
+                if db.get_cf(meta, record)?.is_none() {
+                    wb.put_cf(meta, record, size.unwrap_or(0).to_be_bytes());
+                }
             }
             db.write_opt(wb, &synced())?;
         }
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
         let right_tile = store.right_tile(tree.size())?;
-        heads::remove_leftovers(&store);
+        lagging::remove_leftovers(&store);
         let mut known = Known::start(&store);
-        // A stream of the tail has no head in the column family for the known set's loader
-        // to find: it goes in with those staged from now on.
+        // A stream or subject of the tail is not in the column family for the known set's
+        // loader to find: it goes in with those staged from now on.
         for stream in store.heads.load_now(&store)? {
             known.add_stream(&stream);
+        }
+        for subject in store.salts.load_now(&store)? {
+            known.add_subject(&subject);
         }
         let writer = LogWriter {
             next_seq: tree.size() + 1,
@@ -609,7 +619,8 @@ impl EventStore {
             store: Arc::clone(&store),
             pending: VecDeque::new(),
             salts: HashMap::default(),
-            heads_index: heads::Indexer::new(),
+            heads_index: lagging::Indexer::new(),
+            salts_index: lagging::Indexer::new(),
             known,
             last_batch_events: 0,
             last_batch_bytes: 0,
@@ -661,8 +672,14 @@ impl EventStore {
                 "a format-{format} store without its salt index column family"
             )));
         }
-        let store =
-            EventStore { db, format, head: RwLock::new(head), heads: Heads::default(), faults: AtomicU32::new(0) };
+        let store = EventStore {
+            db,
+            format,
+            head: RwLock::new(head),
+            heads: Lagging::default(),
+            salts: Lagging::default(),
+            faults: AtomicU32::new(0),
+        };
         let last = store.last_event_key()?;
         if last != head.size {
             return Err(StoreError::CorruptMeta(format!(
@@ -806,12 +823,17 @@ impl EventStore {
     }
 
     /// The seq up to which [`Cf::Streams`] holds every stream's head (the rest are in memory
-    /// and in the log: see `heads`).
+    /// and in the log: see `lagging`).
     pub fn heads_indexed_through(&self) -> Result<Seq, StoreError> {
-        heads::indexed_through(self).map(Seq)
+        lagging::indexed_through::<Heads>(self).map(Seq)
     }
 
-    /// The stream's head in the column family, which may lag (see `heads`).
+    /// The seq up to which [`Cf::Salts`] holds every subject's salt (see `lagging`).
+    pub fn salts_indexed_through(&self) -> Result<Seq, StoreError> {
+        lagging::indexed_through::<Salts>(self).map(Seq)
+    }
+
+    /// The stream's head in the column family, which may lag (see `lagging`).
     fn stored_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
         match self.db.get_pinned_cf(self.cf(Cf::Streams), cf::stream_prefix(stream.as_str()))? {
             None => Ok(StreamHead::default()),
@@ -855,17 +877,31 @@ impl EventStore {
 
     /// A subject's salt; `None` if it never had events or was erased.
     pub fn salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
+        match self.salts.get(self, subject)? {
+            Some((salt, _)) => Ok(Some(salt)),
+            None => self.stored_salt(subject),
+        }
+    }
+
+    /// A subject's salt in the column family, which may lag (see `lagging`).
+    fn stored_salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
         self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?.map(|b| salt_of(&b)).transpose()
     }
 
     /// The keys that hold `subject`'s salt: what erasing it must delete. Empty when the
     /// subject has no salt (never had events, or was erased).
     pub fn salt_keys(&self, subject: &str) -> Result<Vec<(Cf, Vec<u8>)>, StoreError> {
-        let Some(stored) = self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? else {
-            return Ok(Vec::new());
+        let first_seq = match self.salts.get(self, subject)? {
+            Some((_, seq)) => Some(seq.0),
+            None => match self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())? {
+                None => return Ok(Vec::new()),
+                Some(stored) => stored_salt(&stored)?.1,
+            },
         };
+        // Its column family key also when the salt is still only in memory: deleting a key
+        // that is not there costs nothing.
         let mut keys = vec![(Cf::Salts, subject.as_bytes().to_vec())];
-        if let (_, Some(seq)) = stored_salt(&stored)? {
+        if let Some(seq) = first_seq {
             let (cf, prefix) = self.salt_index();
             keys.push((cf, [prefix, &cf::seq_key(seq)].concat()));
         }
@@ -884,9 +920,21 @@ impl EventStore {
     /// Salts by the seq that created them, in seq order: the events of a subject's first
     /// appearance, read in step with the log.
     pub fn salts_by_first_seq(&self) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
+        self.salts_from(Seq(1))
+    }
+
+    /// The same from the salts created at `from` on.
+    pub(crate) fn salts_from(&self, from: Seq) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
         let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
         let (cf, prefix) = self.salt_index();
-        self.scan_prefix(cf, prefix).map(move |item| {
+        let mut opts = ReadOptions::default();
+        opts.set_total_order_seek(true);
+        let start = [prefix, &cf::seq_key(from.0)].concat();
+        let entries = self
+            .db
+            .iterator_cf_opt(self.cf(cf), opts, IteratorMode::From(&start, Direction::Forward))
+            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(prefix)).unwrap_or(true));
+        entries.map(move |item| {
             let (key, value) = item?;
             let seq = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
             let salt = <Salt>::try_from(value.as_ref()).ok();
@@ -900,11 +948,20 @@ impl EventStore {
 
     /// The salts of many subjects in one batched read (`None`: never had events, or erased).
     pub fn salts(&self, subjects: &[&str]) -> Result<Vec<Option<Salt>>, StoreError> {
-        self.db
-            .batched_multi_get_cf(self.cf(Cf::Salts), subjects.iter().map(|s| s.as_bytes()), false)
+        let mut found = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            found.push(self.salts.get(self, subject)?.map(|(salt, _)| salt));
+        }
+        let missing: Vec<&str> = subjects.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(s, _)| *s).collect();
+        let mut stored = self
+            .db
+            .batched_multi_get_cf(self.cf(Cf::Salts), missing.iter().map(|s| s.as_bytes()), false)
             .into_iter()
-            .map(|value| value?.map(|b| salt_of(&b)).transpose())
-            .collect()
+            .map(|value| value?.map(|b| salt_of(&b)).transpose());
+        for slot in found.iter_mut().filter(|f| f.is_none()) {
+            *slot = stored.next().expect("one answer per subject asked")?;
+        }
+        Ok(found)
     }
 
     /// The Merkle leaf hash stored for `seq`.
@@ -1064,6 +1121,10 @@ impl EventStore {
                 "{} cannot be erased from",
                 cf.name()
             );
+            if *cf == Cf::Salts {
+                // Salts are keyed by subject ids, UTF-8; a salt still in memory goes too.
+                self.salts.forget(&String::from_utf8_lossy(key))?;
+            }
             wb.delete_cf(self.cf(*cf), key);
         }
         for (cf, prefix) in prefixes {
@@ -1280,11 +1341,16 @@ impl LogWriter {
     /// `seq`, the event that asks for it).
     fn salt_for(&mut self, batch: &mut Batch, subject: &str, seq: Seq) -> Result<Salt, StoreError> {
         let pending = || self.pending.iter().rev().find_map(|p| p.salts.get(subject));
-        let staged = batch.new_salts.get(subject).map(|(salt, _)| salt);
-        if let Some(salt) = staged.or_else(pending).or_else(|| self.salts.get(subject)) {
+        if let Some((salt, _)) = batch.new_salts.get(subject).or_else(pending) {
             return Ok(*salt);
         }
-        let stored = if self.known.may_have_subject(subject) { self.store.salt(subject)? } else { None };
+        if let Some(salt) = self.salts.get(subject) {
+            return Ok(*salt);
+        }
+        if let Some((salt, _)) = self.store.salts.get(&self.store, subject)? {
+            return Ok(salt);
+        }
+        let stored = if self.known.may_have_subject(subject) { self.store.stored_salt(subject)? } else { None };
         let salt = match stored {
             Some(salt) => salt,
             None => {
@@ -1347,7 +1413,7 @@ impl LogWriter {
             let mut head = batch.heads.get(&append.stream).copied().unwrap_or(head);
             // A stream with a head is in `known` from its loader or since it began.
             if head.version == 0 {
-                self.known.add_stream(&append.stream);
+                self.known.add_stream(append.stream.as_str());
             }
             for data in &append.events {
                 let seq = batch.next_seq();
@@ -1400,7 +1466,7 @@ impl LogWriter {
         }
         self.push_event(batch, &env.view(), leaf);
         if env.stream_version == 1 {
-            self.known.add_stream(&env.stream);
+            self.known.add_stream(env.stream.as_str());
         }
         batch.heads.insert(env.stream, StreamHead { version: env.stream_version, last_seq: env.seq });
         Ok(())
@@ -1467,9 +1533,9 @@ impl LogWriter {
         if !tile.is_empty() {
             wb.put_cf(merkle_cf, cf::tile_key(tree.size() / cf::TILE_WIDTH), &tile);
         }
-        let (salts_cf, index_cf) = (store.cf(Cf::Salts), store.cf(Cf::SaltIndex));
-        for (subject, (salt, seq)) in &batch.new_salts {
-            wb.put_cf(salts_cf, subject.as_bytes(), encode_salt(salt, *seq));
+        // The subject → salt entries are written behind the log (see `lagging`).
+        let index_cf = store.cf(Cf::SaltIndex);
+        for (salt, seq) in batch.new_salts.values() {
             wb.put_cf(index_cf, cf::seq_key(seq.0), salt);
         }
         for (cf, key, value) in &batch.writes {
@@ -1489,7 +1555,7 @@ impl LogWriter {
         self.pending.push_back(Pending {
             last_seq: head.size,
             heads: batch.heads,
-            salts: batch.new_salts.into_iter().map(|(subject, (salt, _))| (subject, salt)).collect(),
+            salts: batch.new_salts,
             tree_before: std::mem::replace(&mut self.tree, tree),
             tile_before: std::mem::replace(&mut self.right_tile, right_tile),
         });
@@ -1506,21 +1572,20 @@ impl LogWriter {
         {
             let p = self.pending.pop_front().expect("front exists");
             durable = Some(p.last_seq);
-            self.store.heads.extend(p.heads);
-            if self.salts.len() + p.salts.len() > SALTS_CACHE_MAX {
-                self.salts.clear();
-            }
-            self.salts.extend(p.salts);
+            self.store.heads.extend(p.heads.into_iter().map(|(stream, head)| (stream.0, head)));
+            self.store.salts.extend(p.salts);
         }
         if let Some(durable) = durable {
             self.heads_index.durable(&self.store, durable);
+            self.salts_index.durable(&self.store, durable);
         }
     }
 
-    /// Writes stream heads out to their column family every `events` events instead of
-    /// every 262,144 (tests make it small to cross write-outs).
-    pub fn set_heads_index_every(&mut self, events: u64) {
+    /// Writes stream heads and salts out to their column families every `events` events
+    /// instead of every 262,144 (tests make it small to cross write-outs).
+    pub fn set_index_every(&mut self, events: u64) {
         self.heads_index.set_every(events);
+        self.salts_index.set_every(events);
     }
 
     /// A write failed: forgets every batch prepared after the last durable one (a failed

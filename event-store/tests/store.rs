@@ -150,6 +150,14 @@ fn reopen_restores_seq_tree_and_stream_heads() {
     assert_eq!(read_only.last_seq(), Seq(16));
 }
 
+/// Formats before 4 (heads) and 5 (salts) wrote them with every batch and had no record of
+/// how far their column families go.
+fn forget_the_lagging_records(store: &EventStore) {
+    for record in [&b"heads"[..], b"salts"] {
+        store.tamper_raw_delete(Cf::Meta, record).unwrap();
+    }
+}
+
 /// The key a stream's head has in [`Cf::Streams`]: the id's length (u16), then the id.
 fn head_key(stream: &str) -> Vec<u8> {
     [&(stream.len() as u16).to_be_bytes()[..], stream.as_bytes()].concat()
@@ -182,7 +190,7 @@ fn a_format_3_store_keeps_its_stream_heads_when_upgraded() {
         for (stream, head) in streams.iter().zip(&written) {
             store.tamper_raw_put(Cf::Streams, &head_key(stream), &head_value(*head)).unwrap();
         }
-        store.tamper_raw_delete(Cf::Meta, b"heads").unwrap();
+        forget_the_lagging_records(&store);
         store.tamper_raw_put(Cf::Meta, b"format", &3u32.to_be_bytes()).unwrap();
         written
     };
@@ -251,7 +259,7 @@ fn stream_heads_written_out_behind_the_log_stay_exact() {
     };
     {
         let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
-        writer.set_heads_index_every(50);
+        writer.set_index_every(50);
         stage_some(&mut writer, 100);
         assert_heads(&store, &heads_in_log(&store), "while writing");
     }
@@ -259,7 +267,7 @@ fn stream_heads_written_out_behind_the_log_stay_exact() {
     let through = store.heads_indexed_through().unwrap();
     assert!(through > Seq(0) && through <= store.last_seq(), "written out up to {through}");
     assert_heads(&store, &heads_in_log(&store), "reopened");
-    writer.set_heads_index_every(50);
+    writer.set_index_every(50);
     stage_some(&mut writer, 100);
     drop(writer);
     let expected = heads_in_log(&store);
@@ -285,6 +293,91 @@ fn stream_heads_written_out_behind_the_log_stay_exact() {
         Err(StoreError::CorruptMeta(why)) => assert!(why.contains("stream heads"), "{why}"),
         Err(other) => panic!("expected CorruptMeta, got {other}"),
         Ok(_) => panic!("a store with a broken heads record must not open"),
+    }
+}
+
+/// Salts are kept behind the log like heads, read back from the salt index at open: across
+/// write-outs, reopening and a read-only open every subject keeps its salt (the one its
+/// leaves were made with), and erasing a salt works whether it was written out or is still
+/// only in memory.
+#[test]
+fn salts_written_out_behind_the_log_stay_exact_and_erasable() {
+    let dir = tempfile::tempdir().unwrap();
+    let subjects: Vec<String> = (0..300).map(|i| format!("046196{i:06}")).collect();
+    let personal = |subject: &str| StreamAppend {
+        stream: StreamId::new(format!("citizen-{subject}")),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            event_type: "Looked".into(),
+            schema_version: 1,
+            payload: subject.as_bytes().to_vec(),
+            subject: Some(subject.into()),
+        }],
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    writer.set_index_every(50);
+    for _ in 0..100 {
+        let mut batch = writer.begin(RegistryTime(0));
+        for _ in 0..rng.random_range(1..20) {
+            writer.stage(&mut batch, &meta(), vec![personal(&subjects[rng.random_range(0..subjects.len())])]).unwrap();
+        }
+        writer.commit(batch).unwrap();
+    }
+    drop(writer);
+    // Each subject's salt makes the leaves of its events, and the index has it at its first.
+    let check = |store: &EventStore, when: &str| -> BTreeMap<String, [u8; 32]> {
+        let index: BTreeMap<Seq, [u8; 32]> = store.salts_by_first_seq().map(Result::unwrap).collect();
+        let mut salts = BTreeMap::new();
+        for env in store.read_from(Seq(1)) {
+            let env = env.unwrap();
+            let subject = env.subject.clone().unwrap();
+            let salt = store.salt(&subject).unwrap().unwrap_or_else(|| panic!("{when}: {subject} has no salt"));
+            if salts.insert(subject.clone(), salt).is_none() {
+                assert_eq!(index.get(&env.seq), Some(&salt), "{when}: {subject} indexed at its first event");
+            }
+            let leaf = merkle::hash_leaf(&env.leaf_bytes(Some(&salt)));
+            assert_eq!(leaf, store.leaf_hash(env.seq).unwrap(), "{when}: seq {}", env.seq);
+        }
+        let asked: Vec<&str> = salts.keys().map(String::as_str).collect();
+        let many: Vec<_> = store.salts(&asked).unwrap().into_iter().map(Option::unwrap).collect();
+        assert_eq!(many, salts.values().copied().collect::<Vec<_>>(), "{when}: batched read");
+        salts
+    };
+    let salts = check(&store, "while writing");
+    drop(store);
+    let (store, writer) = EventStore::open(dir.path(), false).unwrap();
+    let through = store.salts_indexed_through().unwrap();
+    assert!(through > Seq(0), "written out up to {through}");
+    assert_eq!(check(&store, "reopened"), salts);
+    drop((store, writer));
+    assert_eq!(check(&EventStore::open_read_only(dir.path()).unwrap(), "read-only"), salts);
+
+    // One subject written out, one whose salt is still only in memory.
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    let written_out = store
+        .salts_by_first_seq()
+        .map(Result::unwrap)
+        .find(|(seq, _)| *seq <= through)
+        .map(|(seq, _)| store.event(seq).unwrap().subject.unwrap())
+        .unwrap();
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![personal("046196999999")]).unwrap();
+    writer.commit(batch).unwrap();
+    drop(writer);
+    for subject in [written_out.as_str(), "046196999999"] {
+        let keys = store.salt_keys(subject).unwrap();
+        assert_eq!(keys.len(), 2, "{subject}: the salt and its index entry");
+        store.forget(&keys, &[]).unwrap();
+        assert_eq!(store.salt(subject).unwrap(), None, "{subject} erased");
+    }
+    drop(store);
+    for reopened in [EventStore::open_read_only(dir.path()).unwrap(), EventStore::open(dir.path(), false).unwrap().0] {
+        for subject in [written_out.as_str(), "046196999999"] {
+            assert_eq!(reopened.salt(subject).unwrap(), None, "{subject} stays erased");
+            assert!(reopened.salt_keys(subject).unwrap().is_empty());
+        }
+        assert_eq!(reopened.salt(&subjects[0]).unwrap(), Some(salts[&subjects[0]]), "the others keep theirs");
     }
 }
 
@@ -351,6 +444,7 @@ fn a_format_1_store_reads_and_is_marked_current_when_written() {
         }
         store.tamper_raw_put(Cf::Salts, b"046196000001", &salt).unwrap();
         store.tamper_raw_put(Cf::Meta, b"format", &1u32.to_be_bytes()).unwrap();
+        forget_the_lagging_records(&store);
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
     assert!(store.salt("046196000001").unwrap().is_some());
@@ -399,8 +493,14 @@ fn a_format_2_store_reads_and_its_salt_index_moves_when_written() {
         let salts = db.cf_handle(Cf::Salts.name()).unwrap();
         for (seq, salt) in &index {
             db.put_cf(salts, legacy_key(*seq), salt).unwrap();
+            let stored = [&salt[..], &seq.0.to_be_bytes()].concat();
+            db.put_cf(salts, subjects[seq.0 as usize - 1].as_bytes(), stored).unwrap();
         }
-        db.put_cf(db.cf_handle(Cf::Meta.name()).unwrap(), b"format", 2u32.to_be_bytes()).unwrap();
+        let meta = db.cf_handle(Cf::Meta.name()).unwrap();
+        db.put_cf(meta, b"format", 2u32.to_be_bytes()).unwrap();
+        for record in [&b"heads"[..], b"salts"] {
+            db.delete_cf(meta, record).unwrap();
+        }
         db.drop_cf(Cf::SaltIndex.name()).unwrap();
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();

@@ -35,14 +35,12 @@ fn a_store_without_the_salt_index_verifies() {
     filled(dir.path(), 50);
     {
         let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
-        let salts: Vec<_> = store.scan_prefix(Cf::Salts, b"").map(Result::unwrap).collect();
-        let index: Vec<_> = store.scan_prefix(Cf::SaltIndex, b"").map(Result::unwrap).collect();
-        assert_eq!((salts.len(), index.len()), (7, 7), "7 subjects, each under its id and under its first seq");
-        for (key, value) in salts {
-            store.tamper_raw_put(Cf::Salts, &key, &value[..32]).unwrap();
-        }
-        for (key, _) in index {
-            store.tamper_raw_delete(Cf::SaltIndex, &key).unwrap();
+        let index: Vec<_> = store.salts_by_first_seq().map(Result::unwrap).collect();
+        assert_eq!(index.len(), 7, "7 subjects, each indexed under its first seq");
+        for (seq, salt) in index {
+            let subject = store.event(seq).unwrap().subject.unwrap();
+            store.tamper_raw_put(Cf::Salts, subject.as_bytes(), &salt).unwrap();
+            store.tamper_raw_delete(Cf::SaltIndex, &seq.0.to_be_bytes()).unwrap();
         }
     }
     let store = EventStore::open_read_only(dir.path()).unwrap();
@@ -174,11 +172,12 @@ fn a_rewritten_and_recomputed_history_fails_the_old_checkpoints_and_receipts() {
         // the forger's writer opens: a writer learns which subjects have salts at open.
         {
             let (store, _writer) = EventStore::open(forged.path(), true).unwrap();
-            for cf in [Cf::Salts, Cf::SaltIndex] {
-                for item in source.scan_prefix(cf, b"") {
-                    let (k, v) = item.unwrap();
-                    store.tamper_raw_put(cf, &k, &v).unwrap();
-                }
+            for item in source.salts_by_first_seq() {
+                let (seq, salt) = item.unwrap();
+                let subject = source.event(seq).unwrap().subject.unwrap();
+                let stored = [&salt[..], &seq.0.to_be_bytes()].concat();
+                store.tamper_raw_put(Cf::Salts, subject.as_bytes(), &stored).unwrap();
+                store.tamper_raw_put(Cf::SaltIndex, &seq.0.to_be_bytes(), &salt).unwrap();
             }
         }
         let (store, mut writer) = EventStore::open(forged.path(), false).unwrap();

@@ -1,7 +1,8 @@
 //! A child for the kill -9 tests: appends under load from many tasks through the real
 //! sequencer and prints `ACK <first_seq> <last_seq> <stream>` the moment each append is
 //! acknowledged, until it is killed. A third argument writes stream heads out every that
-//! many events (see `LogWriter::set_heads_index_every`), so kills land around write-outs.
+//! many events (see `LogWriter::set_index_every`), so kills land around write-outs. Every
+//! event is personal (its stream id is its subject), so each stream has a salt to keep.
 
 use commands::{AppendToStreams, Sequencer, SequencerConfig, StreamAppender, SystemClock};
 use event_store::{EventData, EventStore, ExpectedVersion, Metadata, StreamAppend, StreamId};
@@ -17,7 +18,7 @@ async fn main() {
     let run = std::process::id();
     let (_store, mut writer) = EventStore::open(&dir, true).expect("opening the store");
     if let Some(events) = heads_every {
-        writer.set_heads_index_every(events);
+        writer.set_index_every(events);
     }
     let (sequencer, _thread) =
         Sequencer::start(writer, StreamAppender, Arc::new(SystemClock), SequencerConfig::default());
@@ -39,7 +40,8 @@ async fn main() {
                             event_type: "CrashTested".into(),
                             schema_version: 1,
                             payload: n.to_be_bytes().to_vec(),
-                            subject: None,
+                            // Personal, so each stream also has a salt to keep.
+                            subject: Some(stream.as_str().to_owned()),
                         }],
                     }],
                 };

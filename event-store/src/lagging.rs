@@ -1,0 +1,344 @@
+//! Indexes kept behind the log: stream heads ([`Cf::Streams`]) and subjects' salts
+//! ([`Cf::Salts`]), written in bulk instead of one key per new stream or subject in every
+//! batch.
+//!
+//! Both are keyed by an id at a random place (a new citizen's stream id, their CCCD).
+//! Written with each batch, such a key went into a hash memtable (a skiplist there cost the
+//! log-write thread too much, session 12) and RocksDB's flush thread then sorted it into a
+//! skiplist key by key: 34 % of all CPU samples of the append benchmark at batch 1000, most
+//! of the flush thread's 5.6–6.4 µs per RecordIssuance (session 20–21). Both can be read
+//! back from the log: a head is in every envelope (stream, version, seq), a salt is in the
+//! salt index (`first seq → salt`, written with its batch, in seq order) with its subject
+//! in the event at that seq. So the entries of the log's tail stay in memory (shared with
+//! readers), and every so many events a thread writes them out as one sorted table file
+//! that RocksDB ingests: no write-ahead log, no memtable, no flush sort.
+//!
+//! The invariant: the column family holds every entry as of `indexed_through` (a record in
+//! [`Cf::Meta`]); the overlay holds every entry made by a durable event after it
+//! (`recent`), and what a write-out is storing (`writing`). At open the tail after
+//! `indexed_through` is read back from the log, so a crash loses nothing: at worst a
+//! write-out was ingested and its record not updated, and the tail gives the same entries
+//! again.
+
+use crate::cf::{self, Cf, META_HEADS, META_SALTS};
+use crate::envelope::{EnvelopeRef, Salt, Seq};
+use crate::error::StoreError;
+use crate::store::{EventStore, StreamHead, db_options, encode_salt};
+use rocksdb::{IngestExternalFileOptions, SstFileWriter};
+use std::collections::HashMap as StdHashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+/// Entries by id (stream id, subject).
+pub(crate) type Map<V> = StdHashMap<String, V, foldhash::fast::RandomState>;
+
+/// Events between write-outs by default. The tail read back at open is at most about twice
+/// this (one write-out in flight, the next one due), ~0.1–0.2 s of reading here.
+pub(crate) const INDEX_EVERY: u64 = 1 << 18;
+
+/// Table files being written out are named so in the store's directory.
+const WRITE_OUT_PREFIX: &str = "kyso-index-";
+
+/// One index kept behind the log.
+pub(crate) trait Index: Sized + 'static {
+    type Value: Copy + Send + Sync + 'static;
+    const CF: Cf;
+    /// The `meta` record of the seq up to which the column family is complete.
+    const RECORD: &'static [u8];
+    /// Before this format every batch wrote its entries: the column family is complete.
+    const FIRST_LAGGING_FORMAT: u32;
+    const NAME: &'static str;
+    fn of(store: &EventStore) -> &Lagging<Self>;
+    /// Adds the entries made by the events after `after` (at least one such event exists).
+    fn tail(store: &EventStore, after: u64, into: &mut Map<Self::Value>) -> Result<(), StoreError>;
+    /// The stored key and value.
+    fn row(id: &str, value: &Self::Value) -> (Vec<u8>, Vec<u8>);
+}
+
+/// `stream id → its head`.
+pub(crate) struct Heads;
+
+impl Index for Heads {
+    type Value = StreamHead;
+    const CF: Cf = Cf::Streams;
+    const RECORD: &'static [u8] = META_HEADS;
+    const FIRST_LAGGING_FORMAT: u32 = 4;
+    const NAME: &'static str = "stream heads";
+
+    fn of(store: &EventStore) -> &Lagging<Self> {
+        &store.heads
+    }
+
+    fn tail(store: &EventStore, after: u64, into: &mut Map<StreamHead>) -> Result<(), StoreError> {
+        store.visit(Seq(after + 1), store.last_seq(), |env: EnvelopeRef<'_>| {
+            let head = StreamHead { version: env.stream_version, last_seq: env.seq };
+            // Most tail events continue a stream already seen: no id allocated for those.
+            if let Some(h) = into.get_mut(env.stream) {
+                *h = head;
+            } else {
+                into.insert(env.stream.to_owned(), head);
+            }
+            Ok::<(), StoreError>(())
+        })
+    }
+
+    fn row(id: &str, head: &StreamHead) -> (Vec<u8>, Vec<u8>) {
+        (cf::stream_prefix(id), head.encode().to_vec())
+    }
+}
+
+/// `subject → its salt and the seq of the event that created it`.
+pub(crate) struct Salts;
+
+impl Index for Salts {
+    type Value = (Salt, Seq);
+    const CF: Cf = Cf::Salts;
+    const RECORD: &'static [u8] = META_SALTS;
+    const FIRST_LAGGING_FORMAT: u32 = 5;
+    const NAME: &'static str = "salts";
+
+    fn of(store: &EventStore) -> &Lagging<Self> {
+        &store.salts
+    }
+
+    fn tail(store: &EventStore, after: u64, into: &mut Map<(Salt, Seq)>) -> Result<(), StoreError> {
+        for entry in store.salts_from(Seq(after + 1)) {
+            let (seq, salt) = entry?;
+            let subject = store.event(seq)?.subject.ok_or_else(|| StoreError::Corrupt {
+                seq,
+                reason: "the salt index has a salt for it but it has no subject".into(),
+            })?;
+            into.insert(subject, (salt, seq));
+        }
+        Ok(())
+    }
+
+    fn row(subject: &str, (salt, seq): &(Salt, Seq)) -> (Vec<u8>, Vec<u8>) {
+        (subject.as_bytes().to_vec(), encode_salt(salt, *seq).to_vec())
+    }
+}
+
+/// The entries the column family does not hold yet. `None` until loaded: a writer loads it
+/// at open, a read-only store when an entry is first asked for.
+pub(crate) struct Lagging<I: Index>(RwLock<Option<Overlay<I::Value>>>, PhantomData<I>);
+
+impl<I: Index> Default for Lagging<I> {
+    fn default() -> Self {
+        Lagging(RwLock::new(None), PhantomData)
+    }
+}
+
+struct Overlay<V> {
+    indexed_through: u64,
+    recent: Map<V>,
+    writing: Option<Arc<Map<V>>>,
+}
+
+impl<I: Index> Lagging<I> {
+    fn read(&self) -> RwLockReadGuard<'_, Option<Overlay<I::Value>>> {
+        self.0.read().expect("index lock is never poisoned: no code panics while holding it")
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Option<Overlay<I::Value>>> {
+        self.0.write().expect("index lock is never poisoned: no code panics while holding it")
+    }
+
+    /// The entry for `id` if the column family is behind on it.
+    pub(crate) fn get(&self, store: &EventStore, id: &str) -> Result<Option<I::Value>, StoreError> {
+        let found = |o: &Overlay<I::Value>| o.recent.get(id).or_else(|| o.writing.as_ref()?.get(id)).copied();
+        if let Some(overlay) = &*self.read() {
+            return Ok(found(overlay));
+        }
+        let mut slot = self.write();
+        if slot.is_none() {
+            *slot = Some(load::<I>(store)?);
+        }
+        Ok(slot.as_ref().and_then(found))
+    }
+
+    /// Loads the overlay (a writer's open); answers the ids of the tail it read.
+    pub(crate) fn load_now(&self, store: &EventStore) -> Result<Vec<String>, StoreError> {
+        let overlay = load::<I>(store)?;
+        let ids = overlay.recent.keys().cloned().collect();
+        *self.write() = Some(overlay);
+        Ok(ids)
+    }
+
+    /// Entries made durable by a batch.
+    pub(crate) fn extend(&self, entries: impl IntoIterator<Item = (String, I::Value)>) {
+        if let Some(overlay) = &mut *self.write() {
+            overlay.recent.extend(entries);
+        }
+    }
+
+    /// Drops `id` from memory (an erasure, which deletes it from the column family and the
+    /// log's side index itself). Refused while a write-out is under way: it may hold `id`
+    /// and store it after the erasure.
+    pub(crate) fn forget(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(overlay) = &mut *self.write() {
+            if overlay.writing.is_some() {
+                return Err(StoreError::Io(format!(
+                    "{} are being written out by a running writer: erase on a stopped server",
+                    I::NAME
+                )));
+            }
+            overlay.recent.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Events after the column family's point: how far behind it is at `durable`.
+    fn behind(&self, durable: u64) -> u64 {
+        self.read().as_ref().map_or(0, |o| durable.saturating_sub(o.indexed_through))
+    }
+
+    /// Moves `recent` (every entry up to the last durable seq) aside to be written out.
+    fn freeze(&self) -> Option<Arc<Map<I::Value>>> {
+        let mut slot = self.write();
+        let overlay = slot.as_mut()?;
+        let frozen = Arc::new(std::mem::take(&mut overlay.recent));
+        overlay.writing = Some(Arc::clone(&frozen));
+        Some(frozen)
+    }
+
+    /// The write-out is in the column family, which now holds every entry up to `through`.
+    fn written(&self, through: u64) {
+        if let Some(overlay) = &mut *self.write() {
+            overlay.writing = None;
+            overlay.indexed_through = through;
+        }
+    }
+
+    /// The write-out failed: its entries go back to `recent` (whose own are newer).
+    fn not_written(&self) {
+        if let Some(overlay) = &mut *self.write()
+            && let Some(frozen) = overlay.writing.take()
+        {
+            for (id, value) in frozen.iter() {
+                overlay.recent.entry(id.clone()).or_insert(*value);
+            }
+        }
+    }
+}
+
+/// The column family's point and the entries of the log after it.
+fn load<I: Index>(store: &EventStore) -> Result<Overlay<I::Value>, StoreError> {
+    let indexed_through = indexed_through::<I>(store)?;
+    let mut recent = Map::default();
+    if indexed_through < store.last_seq().0 {
+        I::tail(store, indexed_through, &mut recent)?;
+    }
+    Ok(Overlay { indexed_through, recent, writing: None })
+}
+
+/// The seq up to which the column family holds every entry.
+pub(crate) fn indexed_through<I: Index>(store: &EventStore) -> Result<u64, StoreError> {
+    let last = store.last_seq().0;
+    let through = match store.get(Cf::Meta, I::RECORD)? {
+        Some(bytes) => u64::from_be_bytes(
+            bytes.try_into().map_err(|_| StoreError::CorruptMeta(format!("the {} record is not 8 bytes", I::NAME)))?,
+        ),
+        None if store.format() < I::FIRST_LAGGING_FORMAT => last,
+        None => return Err(StoreError::CorruptMeta(format!("no {} record", I::NAME))),
+    };
+    if through > last {
+        return Err(StoreError::CorruptMeta(format!(
+            "{} are recorded up to seq {through}, past the log's end {last}",
+            I::NAME
+        )));
+    }
+    Ok(through)
+}
+
+/// Writes `entries` (every entry up to `through`) into the column family as one sorted
+/// table file, then records `through`. Runs on its own thread.
+fn write_out<I: Index>(store: &EventStore, entries: &Map<I::Value>, through: u64) -> Result<(), StoreError> {
+    if !entries.is_empty() {
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = entries.iter().map(|(id, value)| I::row(id, value)).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let path = store.path().join(format!("{WRITE_OUT_PREFIX}{}-{through}.sst", I::CF.name()));
+        let opts = db_options(Some(I::CF));
+        let mut file = SstFileWriter::create(&opts);
+        file.open(&path)?;
+        for (key, value) in &rows {
+            file.put(key, value)?;
+        }
+        file.finish()?;
+        let mut ingest = IngestExternalFileOptions::default();
+        // A hard link into the store instead of a copy.
+        ingest.set_move_files(true);
+        store.ingest(I::CF, &ingest, &path)?;
+        // Gone already if RocksDB moved it; only a leftover name otherwise.
+        let _ = std::fs::remove_file(&path);
+    }
+    store.put_meta(I::RECORD, &through.to_be_bytes())
+}
+
+/// Removes table files a crash left half-written or not yet ingested.
+pub(crate) fn remove_leftovers(store: &EventStore) {
+    let Ok(entries) = std::fs::read_dir(store.path()) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(WRITE_OUT_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The writer's side: starts a write-out once the column family is `every` events behind,
+/// one at a time, and takes its outcome.
+pub(crate) struct Indexer<I: Index> {
+    every: u64,
+    job: Option<(u64, JoinHandle<Result<(), StoreError>>)>,
+    /// After a failed write-out (a full disk), the next waits for the log to reach this.
+    not_before: u64,
+    index: PhantomData<I>,
+}
+
+impl<I: Index> Indexer<I> {
+    pub(crate) fn new() -> Self {
+        Indexer { every: INDEX_EVERY, job: None, not_before: 0, index: PhantomData }
+    }
+
+    pub(crate) fn set_every(&mut self, events: u64) {
+        self.every = events.max(1);
+    }
+
+    /// Called once every batch up to `durable` is in the overlay.
+    pub(crate) fn durable(&mut self, store: &Arc<EventStore>, durable: u64) {
+        if self.job.as_ref().is_some_and(|(_, thread)| thread.is_finished()) {
+            self.finish(store);
+        }
+        let lagging = I::of(store);
+        if self.job.is_some() || durable < self.not_before || lagging.behind(durable) < self.every {
+            return;
+        }
+        let Some(frozen) = lagging.freeze() else { return };
+        let writer = Arc::clone(store);
+        let thread = std::thread::Builder::new()
+            .name(format!("kyso-index-{}", I::CF.name()))
+            .spawn(move || write_out::<I>(&writer, &frozen, durable));
+        match thread {
+            Ok(thread) => self.job = Some((durable, thread)),
+            Err(e) => {
+                tracing::warn!(error = %e, index = I::NAME, "no thread to write an index out; it stays in memory");
+                lagging.not_written();
+                self.not_before = durable + self.every;
+            }
+        }
+    }
+
+    /// Waits for the write-out under way, if any, and takes its outcome.
+    pub(crate) fn finish(&mut self, store: &EventStore) {
+        let Some((through, thread)) = self.job.take() else { return };
+        let outcome = thread.join().unwrap_or_else(|_| Err(StoreError::Io(format!("the {} thread panicked", I::NAME))));
+        match outcome {
+            Ok(()) => I::of(store).written(through),
+            Err(e) => {
+                tracing::warn!(error = %e, through, index = I::NAME, "writing an index out failed; it stays in memory and is retried");
+                I::of(store).not_written();
+                self.not_before = through + self.every / 4;
+            }
+        }
+    }
+}
