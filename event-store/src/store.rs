@@ -620,7 +620,7 @@ impl EventStore {
             pending: VecDeque::new(),
             salts: HashMap::default(),
             heads_index: lagging::Indexer::new(),
-            salts_index: lagging::Indexer::new(),
+            salts_index: lagging::Indexer::staggered(),
             known,
             last_batch_events: 0,
             last_batch_bytes: 0,
