@@ -54,6 +54,10 @@ pub(crate) trait Index: Sized + 'static {
     fn tail(store: &EventStore, after: u64, into: &mut Map<Self::Value>) -> Result<(), StoreError>;
     /// The stored key and value.
     fn row(id: &str, value: &Self::Value) -> (Vec<u8>, Vec<u8>);
+    /// The order of the stored keys, from the ids.
+    fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+        a.as_bytes().cmp(b.as_bytes())
+    }
 }
 
 /// `stream id → its head`.
@@ -85,6 +89,11 @@ impl Index for Heads {
 
     fn row(id: &str, head: &StreamHead) -> (Vec<u8>, Vec<u8>) {
         (cf::stream_prefix(id), head.encode().to_vec())
+    }
+
+    /// A head's key is the id's length (big-endian) before the id.
+    fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+        (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes()))
     }
 }
 
@@ -259,13 +268,19 @@ pub(crate) fn indexed_through<I: Index>(store: &EventStore) -> Result<u64, Store
 fn write_out<I: Index>(store: &EventStore, entries: &Map<I::Value>, through: u64) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     if !entries.is_empty() {
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = entries.iter().map(|(id, value)| I::row(id, value)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Sorted as references, each row encoded as it is written: no copy of the map's
+        // hundreds of thousands of entries to sort.
+        let mut sorted: Vec<(&String, &I::Value)> = entries.iter().collect();
+        sorted.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
         let path = store.path().join(format!("{WRITE_OUT_PREFIX}{}-{through}.sst", I::CF.name()));
-        let opts = db_options(Some(I::CF));
+        let mut opts = db_options(Some(I::CF));
+        // Salts are random bytes, and compaction compresses what it keeps anyway: here
+        // compression would only spend the cores the command path needs.
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
         let mut file = SstFileWriter::create(&opts);
         file.open(&path)?;
-        for (key, value) in &rows {
+        for (id, value) in sorted {
+            let (key, value) = I::row(id, value);
             file.put(key, value)?;
         }
         file.finish()?;
