@@ -15,6 +15,20 @@ fn append(stream: &str, expected: ExpectedVersion, n: usize) -> StreamAppend {
     StreamAppend { stream: StreamId::new(stream), expected, events: (0..n).map(|i| event(&[i as u8])).collect() }
 }
 
+/// One personal event (a lookup) in the citizen's stream, its CCCD the subject.
+fn personal(cccd: &str) -> StreamAppend {
+    StreamAppend {
+        stream: StreamId::new(format!("citizen-{cccd}")),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            event_type: "Looked".into(),
+            schema_version: 1,
+            payload: cccd.as_bytes().to_vec(),
+            subject: Some(cccd.into()),
+        }],
+    }
+}
+
 fn meta() -> Metadata {
     Metadata { actor: "test".into(), ..Metadata::default() }
 }
@@ -304,16 +318,6 @@ fn stream_heads_written_out_behind_the_log_stay_exact() {
 fn salts_written_out_behind_the_log_stay_exact_and_erasable() {
     let dir = tempfile::tempdir().unwrap();
     let subjects: Vec<String> = (0..300).map(|i| format!("046196{i:06}")).collect();
-    let personal = |subject: &str| StreamAppend {
-        stream: StreamId::new(format!("citizen-{subject}")),
-        expected: ExpectedVersion::Any,
-        events: vec![EventData {
-            event_type: "Looked".into(),
-            schema_version: 1,
-            payload: subject.as_bytes().to_vec(),
-            subject: Some(subject.into()),
-        }],
-    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
     writer.set_index_every(50);
@@ -583,16 +587,6 @@ fn r9_a_personal_event_enters_the_tree_only_through_salted_commitments() {
 #[test]
 fn a_reopened_writer_continues_old_streams_and_salts() {
     let dir = tempfile::tempdir().unwrap();
-    let personal = |cccd: &str| StreamAppend {
-        stream: StreamId::new(format!("citizen-{cccd}")),
-        expected: ExpectedVersion::Any,
-        events: vec![EventData {
-            event_type: "Looked".into(),
-            schema_version: 1,
-            payload: cccd.as_bytes().to_vec(),
-            subject: Some(cccd.into()),
-        }],
-    };
     let wait_loaded = |writer: &mut LogWriter| {
         let t = std::time::Instant::now();
         while !writer.known_loaded() {
