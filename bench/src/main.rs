@@ -339,8 +339,8 @@ fn process_cpu() -> Option<Duration> {
 }
 
 /// Microseconds of the whole process's CPU per unit of work between two readings. Unlike
-/// the per-thread figures it includes threads that ended inside the cell (the stream heads'
-/// write-outs).
+/// the per-thread figures it includes threads that ended inside the cell (the write-outs
+/// of stream heads and salts).
 fn cpu_per(before: Option<Duration>, after: Option<Duration>, done: u64) -> Option<f64> {
     match (before, after) {
         (Some(before), Some(after)) if done > 0 => Some((after - before).as_secs_f64() * 1e6 / done as f64),

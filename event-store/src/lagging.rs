@@ -27,6 +27,7 @@ use crate::store::{EventStore, StreamHead, db_options, encode_salt};
 use rocksdb::{IngestExternalFileOptions, SstFileWriter};
 use std::collections::HashMap as StdHashMap;
 use std::marker::PhantomData;
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
@@ -268,33 +269,39 @@ pub(crate) fn indexed_through<I: Index>(store: &EventStore) -> Result<u64, Store
 fn write_out<I: Index>(store: &EventStore, entries: &Map<I::Value>, through: u64) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     if !entries.is_empty() {
-        // Sorted as references, each row encoded as it is written: no copy of the map's
-        // hundreds of thousands of entries to sort.
-        let mut sorted: Vec<(&String, &I::Value)> = entries.iter().collect();
-        sorted.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
         let path = store.path().join(format!("{WRITE_OUT_PREFIX}{}-{through}.sst", I::CF.name()));
-        let mut opts = db_options(Some(I::CF));
-        // Salts are random bytes, and compaction compresses what it keeps anyway: here
-        // compression would only spend the cores the command path needs.
-        opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let mut file = SstFileWriter::create(&opts);
-        file.open(&path)?;
-        for (id, value) in sorted {
-            let (key, value) = I::row(id, value);
-            file.put(key, value)?;
-        }
-        file.finish()?;
-        let mut ingest = IngestExternalFileOptions::default();
-        // A hard link into the store instead of a copy.
-        ingest.set_move_files(true);
-        store.ingest(I::CF, &ingest, &path)?;
-        // Gone already if RocksDB moved it; only a leftover name otherwise.
+        let ingested = write_and_ingest::<I>(store, entries, &path);
+        // Gone already if RocksDB moved it in; otherwise a half-written file that must not
+        // take the space of a disk that is full (the retry writes another).
         let _ = std::fs::remove_file(&path);
+        ingested?;
     }
     store.put_meta(I::RECORD, &through.to_be_bytes())?;
     let millis = started.elapsed().as_millis() as u64;
     tracing::info!(index = I::NAME, entries = entries.len(), through, millis, "index written out behind the log");
     Ok(())
+}
+
+fn write_and_ingest<I: Index>(store: &EventStore, entries: &Map<I::Value>, path: &Path) -> Result<(), StoreError> {
+    // Sorted as references, each row encoded as it is written: no copy of the map's
+    // hundreds of thousands of entries to sort.
+    let mut sorted: Vec<(&String, &I::Value)> = entries.iter().collect();
+    sorted.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
+    let mut opts = db_options(Some(I::CF));
+    // Salts are random bytes, and compaction compresses what it keeps anyway: here
+    // compression would only spend the cores the command path needs.
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
+    let mut file = SstFileWriter::create(&opts);
+    file.open(path)?;
+    for (id, value) in sorted {
+        let (key, value) = I::row(id, value);
+        file.put(key, value)?;
+    }
+    file.finish()?;
+    let mut ingest = IngestExternalFileOptions::default();
+    // A hard link into the store instead of a copy.
+    ingest.set_move_files(true);
+    store.ingest(I::CF, &ingest, path)
 }
 
 /// Removes table files a crash left half-written or not yet ingested.

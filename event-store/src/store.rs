@@ -30,8 +30,9 @@ use std::sync::{Arc, RwLock};
 pub const FORMAT_VERSION: u32 = 5;
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
 /// are; format 2 also in where the salt index is; formats 1–3 in writing every head, and
-/// 1–4 every salt, with its batch (those column families are complete). Opening one for writing moves what needs moving
-/// and marks it the current format, so older builds refuse it from then on.
+/// 1–4 every salt, with its batch (those column families are complete). Opening one for
+/// writing moves what needs moving and marks it the current format, so older builds
+/// refuse it from then on.
 const OLDEST_FORMAT: u32 = 1;
 /// Salt index entries moved per synced batch when a format-2 store is upgraded.
 const UPGRADE_CHUNK: usize = 50_000;
@@ -542,10 +543,9 @@ pub(crate) fn db_options(cf: Option<Cf>) -> Options {
         // stream head and salt before formats 4 and 5). A skiplist insert there chases
         // pointers through cache misses on each level: profiled under 1024 submitters it
         // was the log-write thread's largest cost. Nothing reads this column family but
-        // point lookups
-        // (and whole scans in tests, rebuild checks and upgrades, which `scan_prefix` makes
-        // total-order), so a hash table of the whole key serves them with one bucket lookup
-        // per insert. The ordering is paid later, by RocksDB's flush thread, which sorts
+        // point lookups (and whole scans in tests and rebuild checks, which `scan_prefix`
+        // makes total-order), so a hash table of the whole key serves them with one bucket
+        // lookup per insert. The ordering is paid later, by RocksDB's flush thread, which sorts
         // the memtable when it flushes it: off the one thread every write waits for. (Such
         // a memtable cannot take concurrent inserts: see `allow_concurrent_memtable_write`.)
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
@@ -1563,8 +1563,8 @@ impl LogWriter {
         Prepared { wb, head }
     }
 
-    /// Every prepared batch up to `last` is durable: what they added joins the caches and
-    /// the stream heads' overlay, and becomes the point a rewind goes back to.
+    /// Every prepared batch up to `last` is durable: its stream heads and new salts join the
+    /// store's overlays (see `lagging`), and it becomes the point a rewind goes back to.
     pub fn durable(&mut self, last: Seq) {
         let mut durable = None;
         while let Some(p) = self.pending.front()

@@ -21,7 +21,7 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .arg(dir.path())
             .arg("64")
-            // Stream heads written out every 1000 events: kills land before, in and after them.
+            // Heads and salts written out every 1000 events: kills land before, in and after that.
             .arg("1000")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

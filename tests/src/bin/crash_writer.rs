@@ -1,7 +1,8 @@
 //! A child for the kill -9 tests: appends under load from many tasks through the real
 //! sequencer and prints `ACK <first_seq> <last_seq> <stream>` the moment each append is
-//! acknowledged, until it is killed. A third argument writes stream heads out every that
-//! many events (see `LogWriter::set_index_every`), so kills land around write-outs. Every
+//! acknowledged, until it is killed. A third argument writes stream heads and salts out
+//! every that many events (see `LogWriter::set_index_every`), so kills land around
+//! write-outs. Every
 //! event is personal (its stream id is its subject), so each stream has a salt to keep.
 
 use commands::{AppendToStreams, Sequencer, SequencerConfig, StreamAppender, SystemClock};
@@ -12,12 +13,12 @@ use std::sync::Arc;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: crash-writer DATA_DIR TASKS [HEADS_EVERY]");
+    let dir = args.next().expect("usage: crash-writer DATA_DIR TASKS [INDEX_EVERY]");
     let tasks: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(64);
-    let heads_every: Option<u64> = args.next().and_then(|t| t.parse().ok());
+    let index_every: Option<u64> = args.next().and_then(|t| t.parse().ok());
     let run = std::process::id();
     let (_store, mut writer) = EventStore::open(&dir, true).expect("opening the store");
-    if let Some(events) = heads_every {
+    if let Some(events) = index_every {
         writer.set_index_every(events);
     }
     let (sequencer, _thread) =
