@@ -267,26 +267,54 @@ pub(crate) fn indexed_through<I: Index>(store: &EventStore) -> Result<u64, Store
 /// Writes `entries` (every entry up to `through`) into the column family as one sorted
 /// table file, then records `through`. Runs on its own thread.
 fn write_out<I: Index>(store: &EventStore, entries: &Map<I::Value>, through: u64) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
+    let mut phases = Phases::default();
     if !entries.is_empty() {
         let path = store.path().join(format!("{WRITE_OUT_PREFIX}{}-{through}.sst", I::CF.name()));
-        let ingested = write_and_ingest::<I>(store, entries, &path);
+        let ingested = write_and_ingest::<I>(store, entries, &path, &mut phases);
         // Gone already if RocksDB moved it in; otherwise a half-written file that must not
         // take the space of a disk that is full (the retry writes another).
         let _ = std::fs::remove_file(&path);
         ingested?;
     }
     store.put_meta(I::RECORD, &through.to_be_bytes())?;
-    let millis = started.elapsed().as_millis() as u64;
-    tracing::info!(index = I::NAME, entries = entries.len(), through, millis, "index written out behind the log");
+    let Phases { sort_ms, file_ms, ingest_ms } = phases;
+    tracing::info!(
+        index = I::NAME,
+        entries = entries.len(),
+        through,
+        sort_ms,
+        file_ms,
+        ingest_ms,
+        "index written out behind the log"
+    );
     Ok(())
 }
 
-fn write_and_ingest<I: Index>(store: &EventStore, entries: &Map<I::Value>, path: &Path) -> Result<(), StoreError> {
+/// Where a write-out's time went, for the log line an operator reads.
+#[derive(Default)]
+struct Phases {
+    sort_ms: u64,
+    file_ms: u64,
+    ingest_ms: u64,
+}
+
+fn write_and_ingest<I: Index>(
+    store: &EventStore,
+    entries: &Map<I::Value>,
+    path: &Path,
+    phases: &mut Phases,
+) -> Result<(), StoreError> {
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let ms = clock.elapsed().as_millis() as u64;
+        clock = std::time::Instant::now();
+        ms
+    };
     // Sorted as references, each row encoded as it is written: no copy of the map's
     // hundreds of thousands of entries to sort.
     let mut sorted: Vec<(&String, &I::Value)> = entries.iter().collect();
     sorted.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
+    phases.sort_ms = lap();
     let mut opts = db_options(Some(I::CF));
     // Salts are random bytes, and compaction compresses what it keeps anyway: here
     // compression would only spend the cores the command path needs.
@@ -298,10 +326,13 @@ fn write_and_ingest<I: Index>(store: &EventStore, entries: &Map<I::Value>, path:
         file.put(key, value)?;
     }
     file.finish()?;
+    phases.file_ms = lap();
     let mut ingest = IngestExternalFileOptions::default();
     // A hard link into the store instead of a copy.
     ingest.set_move_files(true);
-    store.ingest(I::CF, &ingest, path)
+    store.ingest(I::CF, &ingest, path)?;
+    phases.ingest_ms = lap();
+    Ok(())
 }
 
 /// Removes table files a crash left half-written or not yet ingested.
