@@ -385,6 +385,42 @@ fn salts_written_out_behind_the_log_stay_exact_and_erasable() {
     }
 }
 
+/// A write-out sorts in runs and merges them: one bigger than a run (16,384 entries), with
+/// ids of several lengths (a head's key orders by length first), must come out whole and
+/// in order, or RocksDB refuses the file and nothing is written out.
+#[test]
+fn a_write_out_of_many_runs_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..40_000).map(|i| format!("{:012}", i * 7919 % 1_000_000_007)).collect();
+    // Stream ids of 1 to 13 bytes.
+    let stream_of = |id: &str| StreamId::new(format!("s{}", id.trim_start_matches('0')));
+    {
+        let (_store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        // Heads written out at 26,000 (two runs), salts half a period later at 39,000
+        // (three); the rest stays in the tail.
+        writer.set_index_every(26_000);
+        for chunk in ids.chunks(1000) {
+            let mut batch = writer.begin(RegistryTime(0));
+            for id in chunk {
+                let mut event = personal(id);
+                event.stream = stream_of(id);
+                writer.stage(&mut batch, &meta(), vec![event]).unwrap();
+            }
+            writer.commit(batch).unwrap();
+        }
+    }
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.heads_indexed_through().unwrap(), Seq(26_000));
+    assert_eq!(store.salts_indexed_through().unwrap(), Seq(39_000));
+    let index: BTreeMap<Seq, [u8; 32]> = store.salts_by_first_seq().map(Result::unwrap).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let seq = Seq(i as u64 + 1);
+        let head = store.stream_head(&stream_of(id)).unwrap();
+        assert_eq!(head, StreamHead { version: 1, last_seq: seq }, "head of {id}");
+        assert_eq!(store.salt(id).unwrap().as_ref(), index.get(&seq), "salt of {id}");
+    }
+}
+
 #[test]
 fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
     let dir = tempfile::tempdir().unwrap();
