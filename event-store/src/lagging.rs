@@ -25,7 +25,7 @@ use crate::envelope::{EnvelopeRef, Salt, Seq};
 use crate::error::StoreError;
 use crate::store::{EventStore, StreamHead, db_options, encode_salt};
 use rocksdb::{IngestExternalFileOptions, SstFileWriter};
-use std::collections::{BinaryHeap, HashMap as StdHashMap};
+use std::collections::HashMap as StdHashMap;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -290,63 +290,7 @@ fn write_out<I: Index>(store: &EventStore, entries: &Map<I::Value>, through: u64
     Ok(())
 }
 
-/// Entries sorted, or rows written, between two rests of a write-out: a few milliseconds
-/// of work here.
-const STEP: usize = 16_384;
-
-/// A write-out runs beside the command path on the same cores. Done in one go (sort, then
-/// file) it held a core for 140–250 ms every few seconds under HTTP load, and the
-/// issuance p99 rose from 15–18 ms to 18–105 ms. Resting after each step as long as the
-/// step took halves its share of a core while it runs and cuts the bursts to a step's.
-struct Pace(std::time::Instant);
-
-impl Pace {
-    fn new() -> Self {
-        Pace(std::time::Instant::now())
-    }
-
-    fn rest(&mut self) {
-        std::thread::sleep(self.0.elapsed());
-        self.0 = std::time::Instant::now();
-    }
-}
-
-/// The smallest unwritten entry of one sorted run, ordered for a min-heap merge.
-struct Next<'a, I: Index> {
-    id: &'a str,
-    run: usize,
-    pos: usize,
-    index: PhantomData<I>,
-}
-
-impl<'a, I: Index> Next<'a, I> {
-    fn at(entries: &[(&'a String, &I::Value)], run: usize, pos: usize) -> Self {
-        Next { id: entries[pos].0, run, pos, index: PhantomData }
-    }
-}
-
-impl<I: Index> Ord for Next<'_, I> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Reversed: `BinaryHeap` pops its largest.
-        I::key_order(other.id, self.id)
-    }
-}
-
-impl<I: Index> PartialOrd for Next<'_, I> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<I: Index> PartialEq for Next<'_, I> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl<I: Index> Eq for Next<'_, I> {}
-
-/// Where a write-out's time went (rests included), for the log line an operator reads.
+/// Where a write-out's time went, for the log line an operator reads.
 #[derive(Default)]
 struct Phases {
     sort_ms: u64,
@@ -366,15 +310,10 @@ fn write_and_ingest<I: Index>(
         clock = std::time::Instant::now();
         ms
     };
-    let mut pace = Pace::new();
     // Sorted as references, each row encoded as it is written: no copy of the map's
-    // hundreds of thousands of entries to sort. Sorted in runs of a step each, merged
-    // below, so that no step holds a core for long.
+    // hundreds of thousands of entries to sort.
     let mut sorted: Vec<(&String, &I::Value)> = entries.iter().collect();
-    for run in sorted.chunks_mut(STEP) {
-        run.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
-        pace.rest();
-    }
+    sorted.sort_unstable_by(|a, b| I::key_order(a.0, b.0));
     phases.sort_ms = lap();
     let mut opts = db_options(Some(I::CF));
     // Salts are random bytes, and compaction compresses what it keeps anyway: here
@@ -382,20 +321,9 @@ fn write_and_ingest<I: Index>(
     opts.set_compression_type(rocksdb::DBCompressionType::None);
     let mut file = SstFileWriter::create(&opts);
     file.open(path)?;
-    let runs: Vec<&[(&String, &I::Value)]> = sorted.chunks(STEP).collect();
-    let mut next: BinaryHeap<Next<'_, I>> =
-        runs.iter().enumerate().map(|(run, entries)| Next::at(entries, run, 0)).collect();
-    let mut written = 0;
-    while let Some(Next { id, run, pos, .. }) = next.pop() {
-        let (key, value) = I::row(id, runs[run][pos].1);
+    for (id, value) in sorted {
+        let (key, value) = I::row(id, value);
         file.put(key, value)?;
-        if pos + 1 < runs[run].len() {
-            next.push(Next::at(runs[run], run, pos + 1));
-        }
-        written += 1;
-        if written % STEP == 0 {
-            pace.rest();
-        }
     }
     file.finish()?;
     phases.file_ms = lap();

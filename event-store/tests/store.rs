@@ -385,9 +385,9 @@ fn salts_written_out_behind_the_log_stay_exact_and_erasable() {
     }
 }
 
-/// A write-out sorts in runs and merges them: one bigger than a run (16,384 entries), with
-/// ids of several lengths (a head's key orders by length first), must come out whole and
-/// in order, or RocksDB refuses the file and nothing is written out.
+/// A big write-out, with ids of several lengths (a head's key orders by length first), must
+/// come out whole and in key order, or RocksDB refuses the file and nothing is written
+/// out; what it wrote reads back beside the tail still in memory.
 #[test]
 fn a_write_out_of_many_runs_is_complete() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,8 +396,8 @@ fn a_write_out_of_many_runs_is_complete() {
     let stream_of = |id: &str| StreamId::new(format!("s{}", id.trim_start_matches('0')));
     {
         let (_store, mut writer) = EventStore::open(dir.path(), true).unwrap();
-        // Heads written out at 26,000 (two runs), salts half a period later at 39,000
-        // (three); the rest stays in the tail.
+        // Heads written out at 26,000, salts half a period later at 39,000; the rest stays
+        // in the tail.
         writer.set_index_every(26_000);
         for chunk in ids.chunks(1000) {
             let mut batch = writer.begin(RegistryTime(0));
