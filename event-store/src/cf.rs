@@ -92,14 +92,10 @@ const _: () = assert!(STREAM_LEN_BYTES == std::mem::size_of::<u16>());
 
 pub(crate) fn stream_prefix(stream: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(STREAM_LEN_BYTES + stream.len() + 8);
-    push_stream_prefix(&mut key, stream);
-    key
-}
-
-pub(crate) fn push_stream_prefix(key: &mut Vec<u8>, stream: &str) {
     let len = u16::try_from(stream.len()).expect("stream ids are bounded by MAX_STREAM_ID_BYTES");
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(stream.as_bytes());
+    key
 }
 
 pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {

@@ -90,13 +90,6 @@ impl StreamId {
     }
 }
 
-/// Maps keyed by stream id can be asked with a `&str` (the derived `Hash` is the `String`'s).
-impl std::borrow::Borrow<str> for StreamId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

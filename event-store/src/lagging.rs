@@ -167,12 +167,12 @@ impl<I: Index> Lagging<I> {
         Ok(slot.as_ref().and_then(found))
     }
 
-    /// Loads the overlay (a writer's open); answers the ids of the tail it read.
-    pub(crate) fn load_now(&self, store: &EventStore) -> Result<Vec<String>, StoreError> {
+    /// Loads the overlay (a writer's open), showing `each` the ids of the tail it read.
+    pub(crate) fn load_now(&self, store: &EventStore, each: impl FnMut(&str)) -> Result<(), StoreError> {
         let overlay = load::<I>(store)?;
-        let ids = overlay.recent.keys().cloned().collect();
+        overlay.recent.keys().map(String::as_str).for_each(each);
         *self.write() = Some(overlay);
-        Ok(ids)
+        Ok(())
     }
 
     /// Entries made durable by a batch.

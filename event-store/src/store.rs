@@ -606,12 +606,8 @@ impl EventStore {
         let mut known = Known::start(&store);
         // A stream or subject of the tail is not in the column family for the known set's
         // loader to find: it goes in with those staged from now on.
-        for stream in store.heads.load_now(&store)? {
-            known.add_stream(&stream);
-        }
-        for subject in store.salts.load_now(&store)? {
-            known.add_subject(&subject);
-        }
+        store.heads.load_now(&store, |stream| known.add_stream(stream))?;
+        store.salts.load_now(&store, |subject| known.add_subject(subject))?;
         let writer = LogWriter {
             next_seq: tree.size() + 1,
             right_tile,
@@ -818,7 +814,7 @@ impl EventStore {
     pub fn stream_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
         match self.heads.get(self, stream.as_str())? {
             Some(head) => Ok(head),
-            None => self.stored_head(stream),
+            None => self.column_head(stream),
         }
     }
 
@@ -834,7 +830,7 @@ impl EventStore {
     }
 
     /// The stream's head in the column family, which may lag (see `lagging`).
-    fn stored_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
+    fn column_head(&self, stream: &StreamId) -> Result<StreamHead, StoreError> {
         match self.db.get_pinned_cf(self.cf(Cf::Streams), cf::stream_prefix(stream.as_str()))? {
             None => Ok(StreamHead::default()),
             Some(bytes) if bytes.len() == 16 => Ok(StreamHead {
@@ -879,12 +875,12 @@ impl EventStore {
     pub fn salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
         match self.salts.get(self, subject)? {
             Some((salt, _)) => Ok(Some(salt)),
-            None => self.stored_salt(subject),
+            None => self.column_salt(subject),
         }
     }
 
     /// A subject's salt in the column family, which may lag (see `lagging`).
-    fn stored_salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
+    fn column_salt(&self, subject: &str) -> Result<Option<Salt>, StoreError> {
         self.db.get_pinned_cf(self.cf(Cf::Salts), subject.as_bytes())?.map(|b| salt_of(&b)).transpose()
     }
 
@@ -1334,7 +1330,7 @@ impl LogWriter {
         if !self.known.may_have_stream(stream) {
             return Ok(StreamHead::default());
         }
-        self.store.stored_head(stream)
+        self.store.column_head(stream)
     }
 
     /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
@@ -1350,7 +1346,7 @@ impl LogWriter {
         if let Some((salt, _)) = self.store.salts.get(&self.store, subject)? {
             return Ok(salt);
         }
-        let stored = if self.known.may_have_subject(subject) { self.store.stored_salt(subject)? } else { None };
+        let stored = if self.known.may_have_subject(subject) { self.store.column_salt(subject)? } else { None };
         let salt = match stored {
             Some(salt) => salt,
             None => {
