@@ -861,12 +861,22 @@ impl EventStore {
         cf: Cf,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + 'a {
+        self.scan_prefix_from(cf, prefix, prefix)
+    }
+
+    /// The same from the key `start` on (a key at or after `prefix`).
+    fn scan_prefix_from<'a>(
+        &'a self,
+        cf: Cf,
+        prefix: &'a [u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + use<'a> {
         // Total order: the column families with a whole-key prefix extractor would otherwise
-        // seek only the exact key `prefix`.
+        // seek only the exact key `start`.
         let mut opts = ReadOptions::default();
         opts.set_total_order_seek(true);
         self.db
-            .iterator_cf_opt(self.cf(cf), opts, IteratorMode::From(prefix, Direction::Forward))
+            .iterator_cf_opt(self.cf(cf), opts, IteratorMode::From(start, Direction::Forward))
             .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(prefix)).unwrap_or(true))
             .map(|item| item.map_err(StoreError::from))
     }
@@ -923,14 +933,8 @@ impl EventStore {
     pub(crate) fn salts_from(&self, from: Seq) -> impl Iterator<Item = Result<(Seq, Salt), StoreError>> + '_ {
         let bad = |why: &str| StoreError::CorruptMeta(format!("a salt index entry {why}"));
         let (cf, prefix) = self.salt_index();
-        let mut opts = ReadOptions::default();
-        opts.set_total_order_seek(true);
         let start = [prefix, &cf::seq_key(from.0)].concat();
-        let entries = self
-            .db
-            .iterator_cf_opt(self.cf(cf), opts, IteratorMode::From(&start, Direction::Forward))
-            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(prefix)).unwrap_or(true));
-        entries.map(move |item| {
+        self.scan_prefix_from(cf, prefix, &start).map(move |item| {
             let (key, value) = item?;
             let seq = key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
             let salt = <Salt>::try_from(value.as_ref()).ok();
