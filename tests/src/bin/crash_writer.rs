@@ -2,8 +2,8 @@
 //! sequencer and prints `ACK <first_seq> <last_seq> <stream>` the moment each append is
 //! acknowledged, until it is killed. A third argument writes stream heads and salts out
 //! every that many events (see `LogWriter::set_index_every`), so kills land around
-//! write-outs. Every
-//! event is personal (its stream id is its subject), so each stream has a salt to keep.
+//! write-outs. Every event is personal (its stream id is its subject), so each stream has
+//! a salt to keep.
 
 use commands::{AppendToStreams, Sequencer, SequencerConfig, StreamAppender, SystemClock};
 use event_store::{EventData, EventStore, ExpectedVersion, Metadata, StreamAppend, StreamId};
