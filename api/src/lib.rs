@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod guard;
 pub mod metrics;
 pub mod notary;
 pub mod problem;
@@ -16,12 +17,12 @@ pub mod replica;
 pub mod routes;
 
 use auth::{Role, Tokens};
+use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use axum::{Router, extract::DefaultBodyLimit};
 use commands::Clock;
 use commands::Sequencer;
 use commands::domain::Campaign;
@@ -262,35 +263,13 @@ pub fn app(state: AppState) -> Router {
                 "this route does not take that method; see /openapi.json",
             )
         })
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
-                .load_shed()
-                // Global: a per-route limit would let each route have `in_flight` of its own.
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.in_flight))
-                .timeout(limits.timeout),
-        )
-        .layer(metrics::Track(Arc::clone(&state.metrics)))
+        .layer(guard::Guard::new(Arc::clone(&state.metrics), &limits))
         .with_state(state)
         .merge(swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
             uri_prefix: "/docs",
             api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
             title: Some("kyso API"),
         }))
-}
-
-/// The in-flight limit or the timeout answered for the router.
-async fn overloaded(e: tower::BoxError) -> Problem {
-    if e.is::<tower::timeout::error::Elapsed>() {
-        Problem::unavailable(
-            "timeout",
-            "the request took too long; nothing may be assumed recorded, retry with the same Idempotency-Key",
-            1,
-        )
-    } else {
-        Problem::unavailable("overloaded", "too many requests in flight; retry shortly", 1)
-    }
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
