@@ -53,6 +53,28 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# The server bench/load/ drives: the kyso binary $1 serving 127.0.0.1:$3 from $2/data at
+# the campaign's test clock, any further arguments passed to `serve`, logging to
+# $2/server.log; VNPT-CA registered. Sets `pid` (set the EXIT trap that kills it first)
+# and `ca`, a token of VNPT-CA.
+start_load_target() {
+  local kyso=$1 work=$2 port=$3 admin
+  shift 3
+  "$kyso" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --test-clock 2023-09-01T08:00:00Z "$@" \
+    >"$work/server.log" 2>&1 &
+  pid=$!
+  wait_ready "127.0.0.1:$port"
+  admin=$("$kyso" token create --role admin --data-dir "$work/data")
+  ca=$("$kyso" token create --role ca:VNPT-CA --data-dir "$work/data")
+  python3 - "$port" "$admin" <<'PY'
+import json, sys, urllib.request
+port, token = sys.argv[1], sys.argv[2]
+body = json.dumps({"ca": "VNPT-CA", "name": "VNPT", "app_name": "VNPT SmartCA"}).encode()
+urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/cas", body, method="POST",
+    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}))
+PY
+}
+
 # Waits up to 60 s for a kyso at $1 (host:port) to answer /readyz.
 wait_ready() {
   python3 - "$1" <<'PY'
