@@ -25,11 +25,14 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use commands::Clock;
 use commands::Sequencer;
+use commands::SubmitError;
 use commands::domain::Campaign;
-use commands::registrar::Registrar;
+use commands::domain::Cccd;
+use commands::registrar::{Registrar, Replicator};
 use event_store::EventStore;
 use problem::Problem;
 use projections::Projections;
+use projections::citizen::{self, CitizenView};
 use serde::Serialize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -39,6 +42,8 @@ pub struct Registry {
     pub store: Arc<EventStore>,
     /// The writer; `None` on a read replica (`kyso follow`), which refuses commands.
     pub sequencer: Option<Sequencer<Registrar>>,
+    /// A read replica's writer, which appends the primary's events; `None` on the primary.
+    pub replicator: Option<Sequencer<Replicator>>,
     pub projections: Projections,
     pub campaign: Campaign,
     pub clock: Arc<dyn Clock>,
@@ -48,6 +53,18 @@ pub struct Registry {
     pub publisher: Option<Arc<publisher::Status>>,
     /// On a read replica: how its following goes.
     pub replica: Option<Arc<replica::Status>>,
+}
+
+impl Registry {
+    /// A citizen's view, rendered by the writer from the registry it holds, in turn with
+    /// the commands: it includes every write acknowledged before it.
+    pub async fn citizen_view(&self, citizen: Cccd) -> Result<Option<CitizenView>, SubmitError> {
+        match (&self.sequencer, &self.replicator) {
+            (Some(primary), _) => primary.read(move |r| citizen::render(r.registry(), &citizen)).await,
+            (None, Some(replica)) => replica.read(move |r| citizen::render(r.0.registry(), &citizen)).await,
+            (None, None) => Err(SubmitError::Stopped),
+        }
+    }
 }
 
 /// What handlers share. The registry is set once it is open: the server listens (and

@@ -7,7 +7,7 @@ use commands::domain::Campaign;
 use commands::registrar::{InlineProjection, Registrar};
 use commands::{Clock, Sequencer, SequencerConfig, SystemClock, scheduler};
 use event_store::EventStore;
-use projections::citizen::CitizenViews;
+use projections::citizen;
 use projections::directory::Directory;
 use projections::{Follower, Projections};
 use std::net::SocketAddr;
@@ -118,8 +118,9 @@ enum Command {
     },
     /// Erase a citizen's personal data where the law allows (R9): their salt (Merkle leaves
     /// about them become unlinkable; the tree still verifies), their audit-index entries and
-    /// idempotency records. The events and the citizen view stay: they are the record that
-    /// keeps R1 (no second certificate). Run with the server stopped.
+    /// idempotency records. The events stay, and with them the registry and the citizen view
+    /// rendered from it: they are the record that keeps R1 (no second certificate). Run with
+    /// the server stopped.
     Erase {
         cccd: String,
         #[arg(long, env = "KYSO_DATA_DIR", default_value = "./data")]
@@ -448,11 +449,17 @@ fn follow(
         let follower = Follower::new(Arc::clone(&store), &projections).spawn(Arc::clone(&stop_follower));
         let status = Arc::new(api::replica::Status::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let following =
-            tokio::spawn(api::replica::follow(Arc::clone(&store), replicator, config, Arc::clone(&status), stopped));
+        let following = tokio::spawn(api::replica::follow(
+            Arc::clone(&store),
+            replicator.clone(),
+            config,
+            Arc::clone(&status),
+            stopped,
+        ));
         state.set_registry(Registry {
             store,
             sequencer: None,
+            replicator: Some(replicator),
             projections,
             campaign,
             clock,
@@ -536,8 +543,9 @@ fn open(data_dir: &Path, campaign: Campaign, state: &AppState, options: &Options
     let key = api::notary::load_or_create_key(data_dir, &options.log_origin)?;
     tracing::info!(key = %key.verifier(), "registry key");
     let notary = Arc::new(api::notary::Notary::new(Arc::clone(&store), key));
-    let inline: Vec<Box<dyn InlineProjection>> = vec![Box::new(CitizenViews), Box::new(Directory)];
+    let inline: Vec<Box<dyn InlineProjection>> = vec![Box::new(Directory)];
     let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline)?
+        .answering(citizen::answer)
         .snapshot_every(options.state_snapshot_every);
     let clock: Arc<dyn Clock> = match &options.test_clock {
         Some(manual) => {
@@ -590,6 +598,7 @@ fn open(data_dir: &Path, campaign: Campaign, state: &AppState, options: &Options
     state.set_registry(Registry {
         store,
         sequencer: Some(sequencer),
+        replicator: None,
         projections,
         campaign,
         clock,

@@ -62,8 +62,8 @@ impl Status {
 }
 
 /// A replica's store and writer as `kyso follow` runs them: the registry and the inline
-/// projections (citizen view, directory) kept by the primary's code, fed by a
-/// [`Replicator`] in its own sequencer (group commit).
+/// directory kept by the primary's code, fed by a [`Replicator`] in its own sequencer
+/// (group commit), which also renders citizen views from its registry.
 pub struct Opened {
     pub store: Arc<EventStore>,
     pub writer: Sequencer<Replicator>,
@@ -82,8 +82,7 @@ pub enum OpenError {
 /// Opens (or creates) a replica's data dir at `dir` for `campaign`.
 pub fn open(dir: &std::path::Path, campaign: commands::domain::Campaign) -> Result<Opened, OpenError> {
     let (store, writer) = EventStore::open(dir, true)?;
-    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
-        vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
+    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> = vec![Box::new(projections::directory::Directory)];
     let registrar = commands::registrar::Registrar::with_inline(Arc::clone(&store), campaign, inline)?;
     let (writer, thread) = Sequencer::start(
         writer,

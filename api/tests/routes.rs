@@ -54,9 +54,10 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let (store, writer) = EventStore::open(dir.path(), true).unwrap();
         let campaign = Campaign::from_toml(HUE).unwrap();
-        let inline: Vec<Box<dyn InlineProjection>> =
-            vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
-        let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline).unwrap();
+        let inline: Vec<Box<dyn InlineProjection>> = vec![Box::new(projections::directory::Directory)];
+        let registrar = Registrar::with_inline(Arc::clone(&store), campaign.clone(), inline)
+            .unwrap()
+            .answering(projections::citizen::answer);
         // 2023-09-01 08:00 UTC: phase 1 of the Huế campaign.
         let clock = Arc::new(ManualClock::new(RegistryTime(1_693_555_200_000)));
         let (sequencer, writer) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
@@ -67,6 +68,7 @@ impl Harness {
         state.set_registry(Registry {
             store: Arc::clone(&store),
             sequencer: Some(sequencer),
+            replicator: None,
             projections: projections.clone(),
             campaign,
             clock: as_clock,

@@ -508,9 +508,11 @@ async fn domain_issuances(base: &Path, tasks: usize, cell: Cell) -> SubmitResult
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let (store, writer) = EventStore::open(dir.path(), true).expect("kyso store");
     let campaign = Campaign::from_toml(HUE).expect("the Huế campaign");
-    // With the inline citizen view, as `kyso serve` runs it.
-    let views: Vec<Box<dyn commands::registrar::InlineProjection>> = vec![Box::new(projections::citizen::CitizenViews)];
-    let registrar = Registrar::with_inline(Arc::clone(&store), campaign, views).expect("registrar");
+    // As `kyso serve` runs it: the inline directory, lookups answered with the view.
+    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> = vec![Box::new(projections::directory::Directory)];
+    let registrar = Registrar::with_inline(Arc::clone(&store), campaign, inline)
+        .expect("registrar")
+        .answering(projections::citizen::answer);
     let clock = Arc::new(ManualClock::new(DOMAIN_NOW));
     let (sequencer, thread) = Sequencer::start(writer, registrar, clock, SequencerConfig::default());
     for (id, name, app) in SEED_CAS {

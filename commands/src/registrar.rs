@@ -38,16 +38,21 @@ pub struct Accepted {
     /// with an idempotency key (a replayed answer has none).
     #[serde(skip)]
     pub first_leaf: Option<(Hash, RegistryTime)>,
-    /// What an inline projection answered for the command, from the registry as the
-    /// command saw it (see [`InlineProjection::answer`]). Not remembered with an
-    /// idempotency key either: `None` then, and the caller reads the store.
+    /// What the registrar's [`Answering`] function rendered for the command, from the
+    /// registry right after it was decided (a recorded lookup's view). Not remembered with
+    /// an idempotency key either: `None` then.
     #[serde(skip)]
     pub answer: Option<Answer>,
 }
 
-/// An inline projection's entry for what a command reads, in its stored form; `None` when
-/// it holds none (a citizen nobody issued to and with no open demand, say).
+/// What a command reads, rendered from the registry and encoded by the read model that
+/// knows its shape; `None` when there is nothing (a citizen nobody issued to and with no
+/// open demand, say).
 pub type Answer = Option<Vec<u8>>;
+
+/// Renders what `command` reads from the registry right after it was decided, or `None`
+/// for a command that reads nothing. Runs on the writer's thread for every command.
+pub type Answering = fn(&Registry, &Command) -> Option<Answer>;
 
 /// The keys of the idempotency records whose remembered answer holds an event about
 /// `subject` (a CCCD): an erasure must forget them too. Reads the whole column family.
@@ -108,13 +113,6 @@ pub trait InlineProjection: Send {
     /// Called once at start-up with the replayed registry: a projection whose stored form is
     /// missing or of another version rebuilds itself here, before any command runs.
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError>;
-    /// The entry `command` reads, rendered from the registry right after the command was
-    /// decided: what the store holds for it once the command's batch is durable, without
-    /// a read back (a recorded lookup answers from this). `None`: not a command this
-    /// projection answers.
-    fn answer(&self, _registry: &Registry, _command: &Command) -> Option<Answer> {
-        None
-    }
 }
 
 pub struct Registrar {
@@ -122,6 +120,7 @@ pub struct Registrar {
     store: Arc<EventStore>,
     campaign: Campaign,
     inline: Vec<Box<dyn InlineProjection>>,
+    answering: Option<Answering>,
     /// Keys used lately, including those of the batch being built and of the one being
     /// written (which the store does not have yet). Bounded: when full they become `older`
     /// and `older` is dropped, which by then holds only keys the store has (see
@@ -194,6 +193,7 @@ impl Registrar {
             registry: loaded.registry,
             campaign,
             inline,
+            answering: None,
             recent_keys: HashMap::new(),
             older_keys: HashMap::new(),
             snapshot_every: SNAPSHOT_EVERY,
@@ -201,6 +201,18 @@ impl Registrar {
             snapshotting: None,
             store,
         })
+    }
+
+    /// Answers each accepted command with what `answering` renders for it.
+    pub fn answering(mut self, answering: Answering) -> Self {
+        self.answering = Some(answering);
+        self
+    }
+
+    /// The registry as of the last command decided: read it through
+    /// [`crate::Sequencer::read`], which answers once that is durable.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Writes a state snapshot once the log is `events` past the last one (at least 1).
@@ -431,7 +443,7 @@ impl Handler for Registrar {
             Ok(events) => {
                 let seqs = self.record(writer, batch, &sub.meta, &events)?;
                 let first_leaf = seqs.and_then(|(first, _)| Some((batch.leaf(first)?, batch.recorded_at())));
-                let answer = self.inline.iter().find_map(|p| p.answer(&self.registry, &sub.command));
+                let answer = self.answering.and_then(|render| render(&self.registry, &sub.command));
                 let accepted = Accepted { seqs, events, replayed: false, first_leaf, answer };
                 if let (Some(key), Some(fingerprint)) = (key, print) {
                     let seen = Remembered { fingerprint, accepted: accepted.clone() };

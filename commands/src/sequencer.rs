@@ -86,6 +86,7 @@ impl SubmitError {
 /// Counters for `/metrics` and benchmarks.
 #[derive(Debug, Default)]
 pub struct SequencerStats {
+    /// Commands answered, reads included.
     pub commands: AtomicU64,
     pub batches: AtomicU64,
     pub failed_batches: AtomicU64,
@@ -93,9 +94,20 @@ pub struct SequencerStats {
     pub last_seq: AtomicU64,
 }
 
-struct Job<H: Handler> {
-    cmd: H::Command,
-    reply: oneshot::Sender<Result<H::Reply, SubmitError>>,
+enum Job<H: Handler> {
+    Command { cmd: H::Command, reply: oneshot::Sender<Result<H::Reply, SubmitError>> },
+    Read(Read<H>),
+}
+
+/// A read runs on the writer's thread; what it gives back is held until everything it saw
+/// is durable, then delivered (or refused, if that was rolled back).
+type Read<H> = Box<dyn FnOnce(&H) -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), SubmitError>) + Send>;
+
+/// Someone waiting for the batch they were decided in to be durable.
+enum Waiter<H: Handler> {
+    Command(H::Reply, oneshot::Sender<Result<H::Reply, SubmitError>>),
+    Read(Deliver),
 }
 
 /// A handle to submit commands; cheap to clone. The writer thread stops when every handle
@@ -139,19 +151,41 @@ impl<H: Handler> Sequencer<H> {
     /// the command was written; `retryable()` says whether sending it again may help.
     pub async fn submit(&self, cmd: H::Command) -> Result<H::Reply, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { cmd, reply };
+        self.enqueue(Job::Command { cmd, reply }).await?;
+        answer.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Runs `read` on the writer's thread, in turn with the commands: it sees the state
+    /// every command queued before it left, and its answer comes once all of that is
+    /// durable. So it includes every acknowledged write and nothing a failed batch could
+    /// still take back. Appends nothing; for state only the writer holds (the registry),
+    /// which is cheap to read and too large to copy per batch.
+    pub async fn read<R: Send + 'static>(&self, read: impl FnOnce(&H) -> R + Send + 'static) -> Result<R, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let read: Read<H> = Box::new(move |handler| {
+            let value = read(handler);
+            Box::new(move |outcome: Result<(), SubmitError>| {
+                // A reader that gave up is fine: nothing was written for it.
+                let _ = reply.send(outcome.map(|()| value));
+            })
+        });
+        self.enqueue(Job::Read(read)).await?;
+        answer.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Queues a job, waiting up to `enqueue_wait` for room.
+    async fn enqueue(&self, job: Job<H>) -> Result<(), SubmitError> {
         match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SubmitError::Stopped),
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Stopped),
             Err(mpsc::error::TrySendError::Full(job)) => {
                 match tokio::time::timeout(self.config.enqueue_wait, self.tx.send(job)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(SubmitError::Stopped),
-                    Err(_) => return Err(SubmitError::Busy { queue_max: self.config.queue_max }),
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(SubmitError::Stopped),
+                    Err(_) => Err(SubmitError::Busy { queue_max: self.config.queue_max }),
                 }
             }
         }
-        answer.await.map_err(|_| SubmitError::Stopped)?
     }
 
     /// Whether the writer thread has stopped (every later `submit` answers `Stopped`).
@@ -170,7 +204,7 @@ impl<H: Handler> Sequencer<H> {
 }
 
 /// Answers waiting for their batch to be durable.
-type Replies<H> = Vec<(<H as Handler>::Reply, oneshot::Sender<Result<<H as Handler>::Reply, SubmitError>>)>;
+type Replies<H> = Vec<Waiter<H>>;
 
 /// What the log-write thread reports for each batch: its outcome and RocksDB's time.
 type Written = (Result<Committed, StoreError>, Duration);
@@ -304,8 +338,10 @@ impl<H: Handler> Pipeline<'_, H> {
             self.last_now = now;
             (self.writer.begin(now), Vec::new())
         });
-        let answer = self.handler.handle(&mut self.writer, batch, job.cmd);
-        replies.push((answer, job.reply));
+        replies.push(match job {
+            Job::Command { cmd, reply } => Waiter::Command(self.handler.handle(&mut self.writer, batch, cmd), reply),
+            Job::Read(read) => Waiter::Read(read(&self.handler)),
+        });
     }
 
     /// Decides whatever is queued already, up to a full batch.
@@ -354,14 +390,21 @@ impl<H: Handler> Pipeline<'_, H> {
 }
 
 fn answer<H: Handler>(replies: Replies<H>) {
-    for (answer, reply) in replies {
-        // A waiter that gave up is fine: its command is durable all the same.
-        let _ = reply.send(Ok(answer));
+    for waiter in replies {
+        match waiter {
+            // A waiter that gave up is fine: its command is durable all the same.
+            Waiter::Command(answer, reply) => drop(reply.send(Ok(answer))),
+            Waiter::Read(deliver) => deliver(Ok(())),
+        }
     }
 }
 
 fn refuse<H: Handler>(replies: Replies<H>, e: &Arc<StoreError>) {
-    for (_, reply) in replies {
-        let _ = reply.send(Err(SubmitError::Storage(Arc::clone(e))));
+    for waiter in replies {
+        let refused = SubmitError::Storage(Arc::clone(e));
+        match waiter {
+            Waiter::Command(_, reply) => drop(reply.send(Err(refused))),
+            Waiter::Read(deliver) => deliver(Err(refused)),
+        }
     }
 }

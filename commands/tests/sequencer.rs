@@ -108,3 +108,78 @@ async fn a_full_queue_answers_busy_instead_of_growing() {
     drop(seq);
     thread.join().unwrap();
 }
+
+/// Remembers the last seq it staged, as the registrar's registry does, for reads.
+#[derive(Default)]
+struct Counting {
+    staged: u64,
+}
+
+impl Handler for Counting {
+    type Command = AppendToStreams;
+    type Reply = Result<event_store::Staged, AppendError>;
+    fn handle(&mut self, writer: &mut LogWriter, batch: &mut Batch, cmd: AppendToStreams) -> Self::Reply {
+        let staged = StreamAppender.handle(writer, batch, cmd)?;
+        self.staged = staged.last_seq.0;
+        Ok(staged)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sees_every_command_acknowledged_before_it_and_only_what_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = EventStore::open(dir.path(), true).unwrap();
+    let config = SequencerConfig { overlap_at: 4, ..Default::default() };
+    let (seq, thread) = Sequencer::start(writer, Counting::default(), Arc::new(ManualClock::default()), config);
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (seq, store) = (seq.clone(), Arc::clone(&store));
+            tokio::spawn(async move {
+                // Readers between the writers see batches still on their way to disk.
+                let before = seq.read(|h: &Counting| h.staged).await.unwrap();
+                assert!(store.last_seq().0 >= before, "read {before} before it was durable");
+                let acked = seq.submit(cmd(&format!("r{i}"), ExpectedVersion::Any)).await.unwrap().unwrap();
+                let after = seq.read(|h: &Counting| h.staged).await.unwrap();
+                assert!(after >= acked.last_seq.0, "a read after seq {} saw {after}", acked.last_seq.0);
+                assert!(store.last_seq().0 >= after, "read {after} before it was durable");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(seq.read(|h: &Counting| h.staged).await.unwrap(), 300);
+    drop(seq);
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_decided_in_a_batch_that_fails_is_refused_like_its_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = EventStore::open(dir.path(), true).unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let (seq, thread) = Sequencer::start(
+        writer,
+        Gated(Arc::clone(&gate)),
+        Arc::new(ManualClock::default()),
+        SequencerConfig::default(),
+    );
+    // The writer takes the command and holds it until the gate opens; the read queues
+    // meanwhile, joins the command's batch, and that batch fails. A first poll queues each.
+    let mut command = Box::pin(seq.submit(cmd("f", ExpectedVersion::Any)));
+    assert!(futures::poll!(&mut command).is_pending());
+    while seq.queue_depth() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut read = Box::pin(seq.read(|_: &Gated| "seen"));
+    assert!(futures::poll!(&mut read).is_pending());
+    assert_eq!(seq.queue_depth(), 1, "the writer is held");
+    store.fail_next_writes(1);
+    gate.store(true, Ordering::SeqCst);
+    assert!(matches!(command.await, Err(SubmitError::Storage(_))));
+    assert!(matches!(read.await, Err(SubmitError::Storage(_))));
+    assert_eq!(seq.read(|_: &Gated| "seen").await.unwrap(), "seen", "a read after the failure is answered");
+    assert_eq!(store.last_seq(), Seq(0));
+    drop(seq);
+    thread.join().unwrap();
+}

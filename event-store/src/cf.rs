@@ -39,16 +39,10 @@ pub enum Cf {
     /// `0xFF ‖ seq`, where it forced that column family's memtable to stay ordered; opening
     /// one for writing moves it here.
     SaltIndex,
-    /// `cv/ ‖ CCCD → citizen view` (the `projections` crate's inline per-citizen view, what
-    /// a CA's lookup answers). A new citizen's view lands at a random key, so it lives
-    /// apart from the other projections, in a hash memtable like [`Cf::Streams`]'s: it is
-    /// read by point lookups, and scanned only by rebuild checks. Until citizen view
-    /// version 2 it was in [`Cf::Projections`].
-    Citizens,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 11] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Events,
         Cf::Streams,
         Cf::Merkle,
@@ -59,7 +53,6 @@ impl Cf {
         Cf::Deadlines,
         Cf::Salts,
         Cf::SaltIndex,
-        Cf::Citizens,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,7 +67,6 @@ impl Cf {
             Cf::Deadlines => "deadlines",
             Cf::Salts => "salts",
             Cf::SaltIndex => "salt_index",
-            Cf::Citizens => "citizens",
         }
     }
 }

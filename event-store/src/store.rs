@@ -27,7 +27,11 @@ use std::sync::{Arc, RwLock};
 /// 4: stream heads are written behind the log, in bulk (see `lagging`): [`Cf::Streams`]
 ///    may lag, up to the seq in its `meta` record, and the tail is read back at open.
 /// 5: so are subjects' salts ([`Cf::Salts`]; the salt index is still written with each batch).
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: the citizen views are no longer stored (they are rendered from the registry): their
+///    column family, `citizens`, is dropped (see [`RETIRED_CFS`]).
+pub const FORMAT_VERSION: u32 = 6;
+/// Column families earlier formats had and this one drops when it opens a store for writing.
+const RETIRED_CFS: [&str; 1] = ["citizens"];
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
 /// are; format 2 also in where the salt index is; formats 1–3 in writing every head, and
 /// 1–4 every salt, with its batch (those column families are complete). Opening one for
@@ -231,6 +235,15 @@ fn synced() -> WriteOptions {
 /// Format 2 → 3: moves the salt index from `salts` (under `0xFF ‖ seq`) to `salt_index`,
 /// in one pass and synced batches of bounded size. The caller changes the format record
 /// after, so a crash half-way leaves a format-2 store whose next open moves the rest.
+/// Until format 6 the `projections` crate kept every citizen's view in the store (under
+/// `cv/`, in `projections` until its view version 2 and in `citizens` after), with its
+/// version under `ver/cv`. Its column family is dropped; these are the keys it left here.
+fn forget_citizen_views(db: &DB, wb: &mut WriteBatch) {
+    let projections = db.cf_handle(Cf::Projections.name()).expect("opened with every Cf");
+    wb.delete_range_cf(projections, b"cv/", b"cv0");
+    wb.delete_cf(projections, b"ver/cv");
+}
+
 fn move_salt_index(db: &DB) -> Result<(), StoreError> {
     let cf = |cf: Cf| db.cf_handle(cf.name()).expect("opened with every Cf");
     let (salts, index) = (cf(Cf::Salts), cf(Cf::SaltIndex));
@@ -527,9 +540,9 @@ pub(crate) fn db_options(cf: Option<Cf>) -> Options {
     let mut opts = Options::default();
     // Most point lookups (stream heads, salts, state) are for keys that may not exist yet:
     // bloom filters answer those without touching data blocks.
-    if matches!(cf, Some(Cf::Idempotency | Cf::Citizens)) {
-        // A new idempotency key or citizen view (and before formats 4 and 5 a new
-        // citizen's stream head and salt) is looked up before it is written, and each miss
+    if cf == Some(Cf::Idempotency) {
+        // A new idempotency key (and before formats 4, 5 and 6 a new citizen's stream
+        // head, salt and view) is looked up before it is written, and each miss
         // searched the whole memtable skiplist: profiled under 1024 submitters, those
         // searches were ~11 % of the command path's CPU (the inserts another ~10 %).
         // A whole-key bloom in the memtable answers a miss; it costs a hash per insert,
@@ -537,19 +550,6 @@ pub(crate) fn db_options(cf: Option<Cf>) -> Options {
         // 25.6k → 32.5k cmds/s in one A/B run (2026-11-29, session 7's machine).
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
-    }
-    if cf == Some(Cf::Citizens) {
-        // Every new citizen's view lands at a random place in the memtable (so did their
-        // stream head and salt before formats 4 and 5). A skiplist insert there chases
-        // pointers through cache misses on each level: profiled under 1024 submitters it
-        // was the log-write thread's largest cost. Nothing reads this column family but
-        // point lookups (and whole scans in tests and rebuild checks, which `scan_prefix`
-        // makes total-order), so a hash table of the whole key serves them with one bucket
-        // lookup per insert. The ordering is paid later, by RocksDB's flush thread, which sorts
-        // the memtable when it flushes it: off the one thread every write waits for. (Such
-        // a memtable cannot take concurrent inserts: see `allow_concurrent_memtable_write`.)
-        opts.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
-        opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList { bucket_count: 1 << 20 });
     }
     if cf.is_none() {
         // One thread writes the log. The others (the projections follower, snapshots,
@@ -577,8 +577,14 @@ impl EventStore {
         let mut opts = db_options(None);
         opts.create_if_missing(create);
         opts.create_missing_column_families(true);
-        let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(Some(*cf))));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        // RocksDB opens a store for writing only with every column family it has.
+        let existing = if path.join("CURRENT").exists() { DB::list_cf(&opts, path)? } else { Vec::new() };
+        let retired: Vec<&str> = RETIRED_CFS.into_iter().filter(|r| existing.iter().any(|e| e == r)).collect();
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(Some(*cf))))
+            .chain(retired.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default())));
+        let mut db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let meta = db.cf_handle(Cf::Meta.name()).expect("opened with every Cf");
         let format = db.get_cf(meta, META_FORMAT)?.and_then(|f| Some(u32::from_be_bytes(f.try_into().ok()?)));
         // A new store, or an older format to upgrade (a newer or unreadable record is left
@@ -589,6 +595,7 @@ impl EventStore {
             }
             let mut wb = WriteBatch::default();
             wb.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+            forget_citizen_views(&db, &mut wb);
             // A new store, or one whose every batch wrote its heads (and salts): the column
             // family holds them all, up to the tree's size.
             let size = db.get_cf(meta, META_TREE)?.and_then(|t| Some(u64::from_be_bytes(t.get(..8)?.try_into().ok()?)));
@@ -598,6 +605,11 @@ impl EventStore {
                 }
             }
             db.write_opt(wb, &synced())?;
+        }
+        // After the format record: a crash in between leaves the column family for the
+        // next open to drop, and an older build refusing the store.
+        for name in retired {
+            db.drop_cf(name)?;
         }
         let store = Arc::new(Self::checked(db)?);
         let tree = store.load_compact_range()?;
@@ -1060,7 +1072,7 @@ impl EventStore {
         options: &WriteOptions,
     ) -> Result<(), StoreError> {
         assert!(
-            matches!(cf, Cf::Projections | Cf::Citizens | Cf::State),
+            matches!(cf, Cf::Projections | Cf::State),
             "write_aside is for derived data; {} belongs to the log's writer",
             cf.name()
         );

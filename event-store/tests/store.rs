@@ -571,6 +571,48 @@ fn a_format_2_store_reads_and_its_salt_index_moves_when_written() {
     );
 }
 
+/// Until format 6 every citizen's view was stored: in a column family of its own,
+/// `citizens` (and before that under `cv/` in `projections`), with its version under
+/// `ver/cv`. A read-only open ignores them; opening for writing drops them all and nothing
+/// else.
+#[test]
+fn a_format_5_store_drops_its_stored_citizen_views_when_written() {
+    use event_store::AsideOp;
+    let dir = tempfile::tempdir().unwrap();
+    let put = |k: &[u8]| AsideOp::Put(k.to_vec(), b"v".to_vec());
+    {
+        let (store, _writer) = EventStore::open(dir.path(), true).unwrap();
+        let views =
+            [put(b"cu/kept"), put(b"cv/046196000001"), put(b"cv/046196000002"), put(b"ver/cv"), put(b"ver/dir")];
+        store.write_aside(Cf::Projections, views).unwrap();
+    }
+    {
+        // What format 5 had.
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let names = Cf::ALL.map(Cf::name).into_iter().chain(["citizens"]);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        db.put_cf(db.cf_handle("citizens").unwrap(), b"cv/046196000001", b"view").unwrap();
+        db.put_cf(db.cf_handle(Cf::Meta.name()).unwrap(), b"format", 5u32.to_be_bytes()).unwrap();
+    }
+    let has_views_cf = || {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        cfs.iter().any(|name| name == "citizens")
+    };
+    let projections = |store: &EventStore| -> Vec<Vec<u8>> {
+        store.scan_prefix(Cf::Projections, b"").map(|kv| kv.unwrap().0.into_vec()).collect()
+    };
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(projections(&store).len(), 5, "reading changes nothing");
+    drop(store);
+    assert!(has_views_cf());
+    let (store, writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), FORMAT_VERSION.to_be_bytes());
+    assert_eq!(projections(&store), [&b"cu/kept"[..], b"ver/dir"]);
+    drop((store, writer));
+    assert!(!has_views_cf());
+}
+
 #[test]
 fn opening_a_missing_store_without_create_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();

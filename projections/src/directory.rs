@@ -1,6 +1,6 @@
 //! Who may act: the CAs with their status and the field staff with their QR tokens (R11,
-//! R13). Inline, like the citizen view: a revoked badge or an expelled CA must fail the
-//! very next QR check, so this is written in the same batch as the event.
+//! R13). Inline: a revoked badge or an expelled CA must fail the very next QR check, so
+//! this is written in the same batch as the event.
 
 use crate::Entries;
 use commands::domain::registry::Registry;
@@ -91,7 +91,7 @@ pub fn render_all(registry: &Registry) -> Entries {
 
 /// The stored entries, in key order.
 pub fn stored_all(store: &EventStore) -> Result<Entries, StoreError> {
-    crate::stored_entries(store, Cf::Projections, &[CA, STAFF, TOKEN])
+    crate::stored_entries(store, &[CA, STAFF, TOKEN])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +190,6 @@ impl InlineProjection for Directory {
     }
 
     fn open(&mut self, store: &EventStore, registry: &Registry) -> Result<(), StoreError> {
-        let (cf, prefixes) = (Cf::Projections, &[CA, STAFF, TOKEN]);
-        crate::reopen_inline(store, cf, VERSION_KEY, VERSION, prefixes, || render_all(registry)).map(drop)
+        crate::reopen_inline(store, VERSION_KEY, VERSION, &[CA, STAFF, TOKEN], || render_all(registry)).map(drop)
     }
 }

@@ -4,9 +4,9 @@
 //! commitment (the tree still verifies: `kyso-replay verify` counts such leaves as erased);
 //! their entries in the audit index; and the idempotency records whose answers name them.
 //! What stays, and why: the events in the log, which are the legal record the registry
-//! keeps under R1/R3 (who issued first), and the citizen view and the registry's state
-//! snapshot, which must keep answering "already issued" so no second campaign certificate
-//! is issued. Folds rebuilt from the log later (`kyso-replay rebuild audit`) index the
+//! keeps under R1/R3 (who issued first), and the registry's state snapshot, from which
+//! the citizen view is rendered: it must keep answering "already issued" so no second
+//! campaign certificate is issued. Folds rebuilt from the log later (`kyso-replay rebuild audit`) index the
 //! citizen again from those events.
 
 use crate::audit::Subject;

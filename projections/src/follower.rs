@@ -40,7 +40,7 @@ pub enum FollowError {
     #[error("projection {0} is already being rebuilt")]
     RebuildRunning(&'static str),
     #[error(
-        "no projection is called {0:?}; known: counts, compliance, demands, audit (the inline citizen view and directory rebuild themselves at start-up when their version changes)"
+        "no projection is called {0:?}; known: counts, compliance, demands, audit (the inline directory rebuilds itself at start-up when its version changes, and the citizen view is rendered from the registry)"
     )]
     Unknown(String),
 }

@@ -1,8 +1,10 @@
 //! Read models folded from the kyso log. Each is rebuildable from seq 1 with the same code
 //! that keeps it live, so a number on a report can always be re-derived from events.
 //!
-//! - [`citizen`]: the per-citizen issuance view, **inline**: written in the sequencer's own
-//!   batch, so a lookup sees the write that was just acknowledged (R2).
+//! - [`citizen`]: the per-citizen issuance view, rendered from the writer's registry and
+//!   never stored, so a lookup sees the write that was just acknowledged (R2).
+//! - [`directory`]: CAs and field staff, **inline**: written in the sequencer's own batch,
+//!   so a revoked badge fails its QR check the moment the revocation is acknowledged (R11).
 //! - [`counts`], [`compliance`], [`demands`], [`audit`]: folds that follow the log
 //!   asynchronously ([`follower`]), each with a checkpoint stored atomically with its data.
 //! - [`history`]: any fold as it was at a seq or a time.
@@ -25,17 +27,15 @@ pub use fold::{Ctx, Decoded, Fold, KeyOut};
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Entries written per batch when an inline projection is re-rendered: bounded memory per
-/// write for millions of citizens.
+/// write for a large directory.
 const RERENDER_CHUNK: usize = 50_000;
 
-/// Start-up of an inline projection kept in column family `cf`: if the version stored under
-/// `version_key` (in `projections`) is not `version`, clear `prefixes` and write `render()`'s
-/// entries, the version last, so a crash half-way leaves it unset and the next start redoes
-/// the work. The prefixes are cleared in `projections` too, where an older version may have
-/// kept them. Returns whether it re-rendered.
+/// Start-up of an inline projection kept in `projections`: if the version stored under
+/// `version_key` is not `version`, clear `prefixes` and write `render()`'s entries, the
+/// version last, so a crash half-way leaves it unset and the next start redoes the work.
+/// Returns whether it re-rendered.
 pub(crate) fn reopen_inline(
     store: &event_store::EventStore,
-    cf: event_store::Cf,
     version_key: &[u8],
     version: u32,
     prefixes: &[&[u8]],
@@ -45,26 +45,19 @@ pub(crate) fn reopen_inline(
     if store.get(Cf::Projections, version_key)?.as_deref() == Some(&version.to_be_bytes()[..]) {
         return Ok(false);
     }
-    let places: &[Cf] = if cf == Cf::Projections { &[cf] } else { &[cf, Cf::Projections] };
-    for place in places {
-        store.write_aside(*place, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
-    }
+    store.write_aside(Cf::Projections, prefixes.iter().map(|p| AsideOp::DeletePrefix(p.to_vec())))?;
     for chunk in render().chunks(RERENDER_CHUNK) {
-        store.write_aside(cf, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
+        store.write_aside(Cf::Projections, chunk.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone())))?;
     }
     store.write_aside(Cf::Projections, [AsideOp::Put(version_key.to_vec(), version.to_be_bytes().to_vec())])?;
     Ok(true)
 }
 
-/// Every entry stored in `cf` under `prefixes`, in key order.
-pub fn stored_entries(
-    store: &event_store::EventStore,
-    cf: event_store::Cf,
-    prefixes: &[&[u8]],
-) -> Result<Entries, event_store::StoreError> {
+/// Every entry stored in `projections` under `prefixes`, in key order.
+pub fn stored_entries(store: &event_store::EventStore, prefixes: &[&[u8]]) -> Result<Entries, event_store::StoreError> {
     let mut all = Entries::new();
     for prefix in prefixes {
-        for kv in store.scan_prefix(cf, prefix) {
+        for kv in store.scan_prefix(event_store::Cf::Projections, prefix) {
             let (k, v) = kv?;
             all.push((k.to_vec(), v.to_vec()));
         }

@@ -3,13 +3,13 @@
 //! the live one serves; counts explain themselves; and kill -9 resumes from checkpoints
 //! without double counting.
 
-use commands::domain::{Campaign, Command};
-use commands::registrar::{Registrar, Submission, replay};
+use commands::domain::{Campaign, Command, Registry};
+use commands::registrar::{Registrar, Submission, fold, replay};
 use commands::{Clock, ManualClock, Sequencer, SequencerConfig};
 use event_store::{EventStore, Metadata, Seq};
 use kyso_tests::workload::{self, Workload};
 use projections::audit::{self, Subject};
-use projections::citizen::{self, CitizenViews};
+use projections::citizen;
 use projections::compliance::Compliance;
 use projections::counts::{Counts, Filter};
 use projections::demands::DemandBoard;
@@ -31,14 +31,6 @@ fn assert_rebuild_equals_stored<P: Fold>(store: &EventStore) {
     assert_eq!(checkpoint, store.last_seq(), "{} is caught up", P::NAME);
     let rebuilt: P = fold_log(store, checkpoint, &mut KeyOut::default(), &mut |_| {}).unwrap();
     assert!(postcard::to_stdvec(&rebuilt).unwrap() == stored, "{}: rebuild differs from the stored form", P::NAME);
-}
-
-/// The citizen views in the store are exactly what rendering the replayed registry gives.
-fn assert_citizen_views_exact(store: &EventStore) {
-    let registry = replay(store, &campaign()).unwrap();
-    let rebuilt = citizen::render_all(&registry);
-    assert!(!rebuilt.is_empty());
-    assert!(citizen::stored_all(store).unwrap() == rebuilt, "citizen views differ from a rebuild");
 }
 
 /// The audit index keys equal those a fresh fold writes.
@@ -65,7 +57,7 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = EventStore::open(dir.path(), true).unwrap();
     let clock = Arc::new(ManualClock::new(workload::start_time()));
-    let registrar = Registrar::with_inline(Arc::clone(&store), campaign(), vec![Box::new(CitizenViews)]).unwrap();
+    let registrar = Registrar::open(Arc::clone(&store), campaign()).unwrap().answering(citizen::answer);
     let (sequencer, thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
     let projections = Projections::open(&store).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -81,19 +73,25 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     let mut work = Workload::new(300);
     let mut rebuild = None;
     let mut answered = 0;
+    // The log folded so far, in a registry of the test's own.
+    let (mut mirror, mut folded) = (Registry::new(campaign()), 0);
     for n in 0..3000 {
         let command = work.next(&mut rng, clock.now());
         let looked_up = match &command {
             Command::LookUpCitizen { citizen, .. } => Some(*citizen),
             _ => None,
         };
-        // A recorded lookup's answer is the view the store holds once it is acknowledged
-        // (nothing else is submitted meanwhile).
+        // A recorded lookup's answer, and a read of the writer's registry after it, are
+        // the view that the log folded up to the lookup renders (nothing else is
+        // submitted meanwhile).
         if let (Some(c), Ok(accepted)) = (looked_up, submit(command).await.unwrap()) {
+            folded += fold(&store, &mut mirror, Seq(folded + 1)).unwrap();
+            let expected = citizen::render(&mirror, &c);
             let answer = accepted.answer.expect("the citizen view answers a recorded lookup");
-            let stored = citizen::lookup(&store, &c).unwrap();
-            assert_eq!(citizen::decode(&c, answer.as_deref()).unwrap(), stored, "lookup of {c}");
-            answered += usize::from(stored.is_some());
+            assert_eq!(citizen::decode(answer.as_deref()).unwrap(), expected, "lookup of {c}");
+            let read = sequencer.read(move |r| citizen::render(r.registry(), &c)).await.unwrap();
+            assert_eq!(read, expected, "read of {c}");
+            answered += usize::from(expected.is_some());
         }
         clock.advance_ms(rng.random_range(1_000..600_000));
         if n == 1500 {
@@ -115,7 +113,6 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     following.join().unwrap().unwrap();
     assert_eq!(projections.audit.generation(), 1, "the audit rebuild swapped in");
 
-    assert_citizen_views_exact(&store);
     assert_rebuild_equals_stored::<Counts>(&store);
     assert_rebuild_equals_stored::<Compliance>(&store);
     assert_rebuild_equals_stored::<DemandBoard>(&store);
@@ -149,19 +146,17 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
     assert_eq!(all.len() as u64, t.issued + t.switched_in);
 
     // A citizen's trail is in seq order and holds the event that made their holder.
-    let (cccd, view) = citizen::stored_all(&store)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| {
-            (String::from_utf8(k[3..].to_vec()).unwrap(), postcard::from_bytes::<citizen::CitizenView>(&v).unwrap())
-        })
-        .find(|(_, v)| v.issued.as_ref().is_some_and(|i| !i.legacy))
+    let replayed = replay(&store, &campaign()).unwrap();
+    let (cccd, issued) = replayed
+        .citizens
+        .keys()
+        .find_map(|c| Some((*c, citizen::render(&replayed, c)?.issued.filter(|i| !i.legacy)?)))
         .unwrap();
-    let cccd = commands::domain::Cccd::parse(&cccd, 2023).unwrap();
     let seqs = audit::seqs(&store, &projections.audit.key_prefix(), &Subject::Citizen(cccd), Seq(1), 1000).unwrap();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    assert!(seqs.contains(&view.issued.as_ref().unwrap().seq));
-    assert_eq!(citizen::lookup(&store, &cccd).unwrap().unwrap().issued, view.issued);
+    assert!(seqs.contains(&issued.seq));
+    let read = sequencer.read(move |r| citizen::render(r.registry(), &cccd)).await.unwrap();
+    assert_eq!(read.unwrap().issued, Some(issued));
 
     // Time travel: the whole log gives the live counts; half-way gives fewer.
     let last = store.last_seq();
@@ -173,42 +168,6 @@ async fn random_workload_rebuilds_byte_for_byte_and_a_rebuild_swaps_in_while_ser
 
     drop(sequencer);
     thread.join().unwrap();
-}
-
-/// Citizen view version 1 kept the views in `projections`. A registry opened on such a
-/// store re-renders them into `citizens` and leaves none where they were.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn citizen_views_of_version_1_move_to_their_own_column_family() {
-    use event_store::{AsideOp, Cf};
-    let mut rng = kyso_tests::seed::rng("citizen_views_of_version_1_move");
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(workload::start_time()));
-    {
-        let (store, writer) = EventStore::open(dir.path(), true).unwrap();
-        let registrar = Registrar::with_inline(Arc::clone(&store), campaign(), vec![Box::new(CitizenViews)]).unwrap();
-        let (sequencer, thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
-        let mut work = Workload::new(100);
-        let commands =
-            workload::setup().into_iter().chain(std::iter::from_fn(|| Some(work.next(&mut rng, clock.now()))));
-        for command in commands.take(500) {
-            let meta = Metadata { actor: "test".into(), ..Metadata::default() };
-            let _ = sequencer.submit(Submission { meta, command }).await.unwrap();
-            clock.advance_ms(60_000);
-        }
-        drop(sequencer);
-        thread.join().unwrap();
-        // What version 1 left: the same entries, in `projections`.
-        let views = citizen::stored_all(&store).unwrap();
-        assert!(views.len() > 10);
-        store.write_aside(Cf::Projections, views.iter().map(|(k, v)| AsideOp::Put(k.clone(), v.clone()))).unwrap();
-        store.write_aside(Cf::Citizens, [AsideOp::DeletePrefix(b"cv/".to_vec())]).unwrap();
-        store.write_aside(Cf::Projections, [AsideOp::Put(b"ver/cv".to_vec(), 1u32.to_be_bytes().to_vec())]).unwrap();
-        assert!(citizen::stored_all(&store).unwrap().is_empty());
-    }
-    let (store, _writer) = EventStore::open(dir.path(), false).unwrap();
-    let _registrar = Registrar::with_inline(Arc::clone(&store), campaign(), vec![Box::new(CitizenViews)]).unwrap();
-    assert_citizen_views_exact(&store);
-    assert_eq!(store.scan_prefix(Cf::Projections, b"cv/").count(), 0, "none left where version 1 kept them");
 }
 
 #[test]
@@ -256,5 +215,4 @@ fn kill_9_resumes_every_projection_from_its_checkpoint_without_double_counting()
     assert_rebuild_equals_stored::<audit::AuditIndex>(&store);
     assert_audit_index_exact(&store, &projections);
     // The inline view was written with the events: exact after every kill.
-    assert_citizen_views_exact(&store);
 }

@@ -28,15 +28,15 @@ async fn a_nats_outage_under_load_blocks_no_command_and_loses_or_repeats_no_even
     let (dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store, writer) = EventStore::open(dir.path(), true).unwrap();
     let clock = Arc::new(ManualClock::new(workload::start_time()));
-    // As `kyso serve` runs it: with the inline citizen view and directory.
-    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> =
-        vec![Box::new(projections::citizen::CitizenViews), Box::new(projections::directory::Directory)];
+    // As `kyso serve` runs it: with the inline directory, answering lookups with the view.
+    let inline: Vec<Box<dyn commands::registrar::InlineProjection>> = vec![Box::new(projections::directory::Directory)];
     let registrar = Registrar::with_inline(
         Arc::clone(&store),
         commands::domain::Campaign::from_toml(workload::HUE).unwrap(),
         inline,
     )
-    .unwrap();
+    .unwrap()
+    .answering(projections::citizen::answer);
     let (sequencer, thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
     let status = Arc::new(publisher::Status::default());
     let (stop_publisher, stopped) = tokio::sync::watch::channel(false);
@@ -93,6 +93,14 @@ async fn a_nats_outage_under_load_blocks_no_command_and_loses_or_repeats_no_even
     // The replica, which lived through the same outage, ends with the same log and projections.
     wait_until("the replica catching up", Duration::from_secs(60), || replica.store.last_seq() == last).await;
     assert_eq!(replica.status.broken(), None);
+    // The Sở's lookups on the replica render what they render on the primary.
+    let citizens: Vec<_> = sequencer.read(|r| r.registry().citizens.keys().copied().collect()).await.unwrap();
+    assert!(citizens.len() > 50, "citizens: {}", citizens.len());
+    for c in citizens {
+        let primary = sequencer.read(move |r| projections::citizen::render(r.registry(), &c)).await.unwrap();
+        let replicated = replica.writer.read(move |r| projections::citizen::render(r.0.registry(), &c)).await.unwrap();
+        assert_eq!(replicated, primary, "the view of {c}");
+    }
     let replica = replica.stop().await;
     drop(sequencer);
     thread.join().unwrap();

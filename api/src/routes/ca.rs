@@ -60,7 +60,8 @@ pub(super) struct LookupAnswer {
     security(("bearer" = []))
 )]
 /// R2: a CA's lookup is recorded, then answered with the view as of its place in the log,
-/// which includes every write acknowledged before it. Others' lookups read the stored view.
+/// which includes every write acknowledged before it. Others' lookups ask the writer for
+/// the view, which includes the same and records nothing.
 pub(super) async fn lookup(
     open: Open,
     caller: Authorized<LookupRoles>,
@@ -68,21 +69,19 @@ pub(super) async fn lookup(
     QueryParams(q): QueryParams<LookupQuery>,
 ) -> Result<Json<LookupAnswer>, Problem> {
     let citizen = cccd(&open, "cccd", &id)?;
-    let (lookup_seq, answer) = match caller.ca() {
+    let (lookup_seq, view) = match caller.ca() {
         Ok(ca) => {
             let command = Command::LookUpCitizen { citizen, ca: ca.clone(), staff: q.staff };
             let accepted = submit(&open, &caller, command, None).await?;
-            (accepted.seqs.map(|(s, _)| s), accepted.answer)
+            // The view as the lookup saw it, durable with the lookup's batch.
+            let answer =
+                accepted.answer.ok_or_else(|| Problem::internal("a recorded lookup", "no view was rendered"))?;
+            let view = citizen::decode(answer.as_deref()).map_err(|e| Problem::internal("a recorded lookup", e))?;
+            (accepted.seqs.map(|(s, _)| s), view)
         }
-        Err(_) => (None, None),
+        Err(_) => (None, open.get().citizen_view(citizen).await?),
     };
-    let view = match answer {
-        // The view as the lookup saw it, durable with the lookup's batch.
-        Some(stored) => citizen::decode(&citizen, stored.as_deref()),
-        None => citizen::lookup(&open.get().store, &citizen),
-    }
-    .map_err(|e| Problem::internal("reading the citizen view", e))?
-    .unwrap_or(CitizenView { issued: None, open_demand: None });
+    let view = view.unwrap_or(CitizenView { issued: None, open_demand: None });
     Ok(Json(LookupAnswer { citizen: citizen.to_string(), view, lookup_seq }))
 }
 

@@ -1,5 +1,5 @@
 //! A child for the projections' kill -9 test: drives the random workload through the real
-//! sequencer (with the inline citizen view) while the follower folds the asynchronous
+//! sequencer while the follower folds the asynchronous
 //! projections, until it is killed. Prints `RESUMED state=<registry snapshot seq>
 //! <checkpoints>` at start, then `UP` once commands are flowing.
 
@@ -8,7 +8,6 @@ use commands::{Clock, ManualClock};
 use commands::{Sequencer, SequencerConfig};
 use event_store::{EventStore, Metadata};
 use kyso_tests::workload::{self, Workload};
-use projections::citizen::CitizenViews;
 use projections::{Follower, Projections};
 use rand::SeedableRng;
 use std::io::Write;
@@ -27,9 +26,7 @@ async fn main() {
     let start = if last.0 == 0 { workload::start_time() } else { store.event(last).unwrap().recorded_at };
     let clock = Arc::new(ManualClock::new(start));
     // Registry snapshots often enough that kills land before, during and after writing them.
-    let registrar = Registrar::with_inline(Arc::clone(&store), campaign, vec![Box::new(CitizenViews)])
-        .expect("registrar")
-        .snapshot_every(200);
+    let registrar = Registrar::open(Arc::clone(&store), campaign).expect("registrar").snapshot_every(200);
     let state_seq = registrar.snapshot_seq();
     let (sequencer, _thread) = Sequencer::start(writer, registrar, clock.clone(), SequencerConfig::default());
     let projections = Projections::open(&store).expect("projections");
