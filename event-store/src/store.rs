@@ -232,9 +232,6 @@ fn synced() -> WriteOptions {
     opts
 }
 
-/// Format 2 → 3: moves the salt index from `salts` (under `0xFF ‖ seq`) to `salt_index`,
-/// in one pass and synced batches of bounded size. The caller changes the format record
-/// after, so a crash half-way leaves a format-2 store whose next open moves the rest.
 /// Until format 6 the `projections` crate kept every citizen's view in the store (under
 /// `cv/`, in `projections` until its view version 2 and in `citizens` after), with its
 /// version under `ver/cv`. Its column family is dropped; these are the keys it left here.
@@ -244,6 +241,9 @@ fn forget_citizen_views(db: &DB, wb: &mut WriteBatch) {
     wb.delete_cf(projections, b"ver/cv");
 }
 
+/// Format 2 → 3: moves the salt index from `salts` (under `0xFF ‖ seq`) to `salt_index`,
+/// in one pass and synced batches of bounded size. The caller changes the format record
+/// after, so a crash half-way leaves a format-2 store whose next open moves the rest.
 fn move_salt_index(db: &DB) -> Result<(), StoreError> {
     let cf = |cf: Cf| db.cf_handle(cf.name()).expect("opened with every Cf");
     let (salts, index) = (cf(Cf::Salts), cf(Cf::SaltIndex));
