@@ -5,6 +5,8 @@ use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, 
 use crate::error::{StoreError, VersionConflict};
 use crate::lagging::{self, Heads, Lagging, Salts};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
@@ -342,6 +344,11 @@ pub struct LogWriter {
     last_batch_bytes: usize,
     /// Reused for each staged event's leaf bytes and encoding.
     scratch: Vec<u8>,
+    /// New subjects' salts: secrets, so a CSPRNG (ChaCha12) seeded from the OS. Owned and
+    /// filled 32 bytes at a time: `rand::random::<[u8; 32]>()` drew one `u32` per byte from
+    /// the thread-local generator, 5.8 % of all samples under 1024 RecordIssuance submitters
+    /// (session 24).
+    rng: StdRng,
 }
 
 /// Every stream id and subject the store may hold, as 64-bit hashes: loaded from the
@@ -633,6 +640,8 @@ impl EventStore {
             last_batch_events: 0,
             last_batch_bytes: 0,
             scratch: Vec::new(),
+            rng: StdRng::try_from_os_rng()
+                .map_err(|e| StoreError::Io(format!("the OS gave no randomness to seed new salts with: {e}")))?,
         };
         Ok((store, writer))
     }
@@ -1366,7 +1375,8 @@ impl LogWriter {
         let salt = match stored {
             Some(salt) => salt,
             None => {
-                let salt: Salt = rand::random();
+                let mut salt: Salt = [0; 32];
+                self.rng.fill_bytes(&mut salt);
                 self.known.add_subject(subject);
                 batch.new_salts.insert(subject.to_string(), (salt, seq));
                 return Ok(salt);
