@@ -6,6 +6,7 @@ pub mod ca;
 pub mod campaign;
 pub mod cccd;
 pub mod channel;
+pub mod citizens;
 pub mod command;
 pub mod event;
 pub mod interned;

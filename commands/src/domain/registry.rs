@@ -87,10 +87,7 @@ pub struct Complaint {
     pub resolved: Option<bool>,
 }
 
-/// Every citizen the log names. Looked up and updated several times per command on the
-/// sequencer thread; foldhash, seeded per map like std's SipHash, costs a fraction of it
-/// (SipHash was ~1.7 % of that thread's instructions under 1024 RecordIssuance submitters).
-pub type CitizenMap = HashMap<Cccd, Citizen, foldhash::fast::RandomState>;
+pub use super::citizens::CitizenMap;
 
 /// Everything `decide` needs. Built by folding the log with [`apply`], so a replay gives
 /// exactly the live state.
