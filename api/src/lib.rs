@@ -40,29 +40,65 @@ use std::time::Duration;
 /// Everything a handler needs once the store is open.
 pub struct Registry {
     pub store: Arc<EventStore>,
-    /// The writer; `None` on a read replica (`kyso follow`), which refuses commands.
-    pub sequencer: Option<Sequencer<Registrar>>,
-    /// A read replica's writer, which appends the primary's events; `None` on the primary.
-    pub replicator: Option<Sequencer<Replicator>>,
+    pub writer: Writer,
     pub projections: Projections,
     pub campaign: Campaign,
     pub clock: Arc<dyn Clock>,
-    /// Signs checkpoints; `None` on a read replica (the primary signs).
-    pub notary: Option<Arc<notary::Notary>>,
-    /// The NATS publisher's progress, when publishing is on (`--nats-url`).
-    pub publisher: Option<Arc<publisher::Status>>,
-    /// On a read replica: how its following goes.
-    pub replica: Option<Arc<replica::Status>>,
+}
+
+/// What appends to this server's log.
+pub enum Writer {
+    /// The primary decides commands and signs checkpoints.
+    Primary {
+        sequencer: Sequencer<Registrar>,
+        notary: Arc<notary::Notary>,
+        /// The NATS publisher's progress, when publishing is on (`--nats-url`).
+        publisher: Option<Arc<publisher::Status>>,
+    },
+    /// A read replica (`kyso follow`) appends the primary's events and refuses commands.
+    Replica { replicator: Sequencer<Replicator>, status: Arc<replica::Status> },
 }
 
 impl Registry {
     /// A citizen's view, rendered by the writer from the registry it holds, in turn with
     /// the commands: it includes every write acknowledged before it.
     pub async fn citizen_view(&self, citizen: Cccd) -> Result<Option<CitizenView>, SubmitError> {
-        match (&self.sequencer, &self.replicator) {
-            (Some(primary), _) => primary.read(move |r| citizen::render(r.registry(), &citizen)).await,
-            (None, Some(replica)) => replica.read(move |r| citizen::render(r.0.registry(), &citizen)).await,
-            (None, None) => Err(SubmitError::Stopped),
+        match &self.writer {
+            Writer::Primary { sequencer, .. } => sequencer.read(move |r| citizen::render(r.registry(), &citizen)).await,
+            Writer::Replica { replicator, .. } => {
+                replicator.read(move |r| citizen::render(r.0.registry(), &citizen)).await
+            }
+        }
+    }
+
+    /// The sequencer that decides commands; `None` on a read replica.
+    pub fn sequencer(&self) -> Option<&Sequencer<Registrar>> {
+        match &self.writer {
+            Writer::Primary { sequencer, .. } => Some(sequencer),
+            Writer::Replica { .. } => None,
+        }
+    }
+
+    /// The checkpoint signer; `None` on a read replica (the primary signs).
+    pub fn notary(&self) -> Option<&Arc<notary::Notary>> {
+        match &self.writer {
+            Writer::Primary { notary, .. } => Some(notary),
+            Writer::Replica { .. } => None,
+        }
+    }
+
+    pub fn publisher(&self) -> Option<&Arc<publisher::Status>> {
+        match &self.writer {
+            Writer::Primary { publisher, .. } => publisher.as_ref(),
+            Writer::Replica { .. } => None,
+        }
+    }
+
+    /// How a read replica's following goes; `None` on the primary.
+    pub fn replica(&self) -> Option<&Arc<replica::Status>> {
+        match &self.writer {
+            Writer::Primary { .. } => None,
+            Writer::Replica { status, .. } => Some(status),
         }
     }
 }
@@ -325,23 +361,21 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Some(r) => {
             let last = r.store.last_seq();
             // A primary is ready while its writer runs; a replica while its log is intact.
-            let broken = r.replica.as_ref().and_then(|p| p.broken());
-            let ready =
-                r.sequencer.as_ref().is_some_and(|s| !s.is_stopped()) || (r.replica.is_some() && broken.is_none());
+            let broken = r.replica().and_then(|p| p.broken());
+            let ready = match &r.writer {
+                Writer::Primary { sequencer, .. } => !sequencer.is_stopped(),
+                Writer::Replica { .. } => broken.is_none(),
+            };
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            let publish_lag = r.publisher.as_ref().map(|p| last.0.saturating_sub(p.acked().0));
+            let publish_lag = r.publisher().map(|p| last.0.saturating_sub(p.acked().0));
             let readiness = Readiness {
                 ready,
                 last_seq: Some(last.0),
                 projection_lag: Some(r.projections.lag(last)),
                 publish_lag,
-                nats_connected: r
-                    .publisher
-                    .as_ref()
-                    .map(|p| p.connected())
-                    .or(r.replica.as_ref().map(|p| p.connected())),
+                nats_connected: r.publisher().map(|p| p.connected()).or(r.replica().map(|p| p.connected())),
                 replica_broken: broken,
-                verified_checkpoint: r.replica.as_ref().map(|p| p.verified_checkpoint()),
+                verified_checkpoint: r.replica().map(|p| p.verified_checkpoint()),
             };
             (status, Json(readiness))
         }

@@ -1,7 +1,7 @@
 //! `kyso`: the registry server.
 
 use api::auth::{Role, Tokens};
-use api::{AppState, Limits, Registry, app};
+use api::{AppState, Limits, Registry, Writer, app};
 use clap::{Parser, Subcommand};
 use commands::domain::Campaign;
 use commands::registrar::{InlineProjection, Registrar};
@@ -447,30 +447,17 @@ fn follow(
         let projections = Projections::open(&store)?;
         let stop_follower = Arc::new(AtomicBool::new(false));
         let follower = Follower::new(Arc::clone(&store), &projections).spawn(Arc::clone(&stop_follower));
-        let status = Arc::new(api::replica::Status::default());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let following = tokio::spawn(api::replica::follow(
-            Arc::clone(&store),
-            replicator.clone(),
-            config,
-            Arc::clone(&status),
-            stopped,
-        ));
+        let following = api::replica::Following::spawn(Arc::clone(&store), replicator.clone(), config);
         state.set_registry(Registry {
             store,
-            sequencer: None,
-            replicator: Some(replicator),
+            writer: Writer::Replica { replicator, status: Arc::clone(&following.status) },
             projections,
             campaign,
             clock,
-            notary: None,
-            publisher: None,
-            replica: Some(status),
         });
         tracing::info!("following");
         server.await??;
-        let _ = stop.send(true);
-        following.await?;
+        following.stop().await?;
         drop(state);
         tokio::task::spawn_blocking(move || {
             writer.join().map_err(|_| "the writer thread panicked")?;
@@ -597,14 +584,10 @@ fn open(data_dir: &Path, campaign: Campaign, state: &AppState, options: &Options
     };
     state.set_registry(Registry {
         store,
-        sequencer: Some(sequencer),
-        replicator: None,
+        writer: Writer::Primary { sequencer, notary: Arc::clone(&notary), publisher },
         projections,
         campaign,
         clock,
-        notary: Some(Arc::clone(&notary)),
-        publisher,
-        replica: None,
     });
     Ok(Running { writer, follower, stop_follower, scheduler, signer, notary, publisher: publishing })
 }

@@ -86,7 +86,7 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<()
 impl Collector for Live {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(r) = self.0.get() else { return Ok(()) };
-        if let Some(sequencer) = &r.sequencer {
+        if let Some(sequencer) = r.sequencer() {
             let s = sequencer.stats();
             counter(
                 &mut e,
@@ -129,7 +129,7 @@ impl Collector for Live {
                 last.0.saturating_sub(applied.0) as i64,
             )?;
         }
-        if let Some(p) = &r.publisher {
+        if let Some(p) = r.publisher() {
             let lag = last.0.saturating_sub(p.acked().0) as i64;
             gauge(&mut e, "kyso_publish_lag", "events not yet acknowledged by JetStream", lag)?;
             gauge(

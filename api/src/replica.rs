@@ -103,8 +103,32 @@ fn transport(e: impl std::fmt::Display) -> Failure {
     Failure::Transport(e.to_string())
 }
 
+/// A replica following its primary on the current runtime, as `kyso follow` runs it.
+pub struct Following {
+    pub status: Arc<Status>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Following {
+    /// Starts following into `store` through `sequencer`.
+    pub fn spawn(store: Arc<EventStore>, sequencer: Sequencer<Replicator>, config: FollowConfig) -> Self {
+        let status = Arc::new(Status::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(follow(store, sequencer, config, Arc::clone(&status), stopped));
+        Following { status, stop, task }
+    }
+
+    /// Stops following and waits until it has: the last fetch appended or not at all.
+    pub async fn stop(self) -> Result<(), tokio::task::JoinError> {
+        // The task may have ended on an integrity failure already: nobody to tell then.
+        let _ = self.stop.send(true);
+        self.task.await
+    }
+}
+
 /// Follows until `stop` or an integrity failure. NATS outages are waited out.
-pub async fn follow(
+async fn follow(
     store: Arc<EventStore>,
     sequencer: Sequencer<Replicator>,
     config: FollowConfig,

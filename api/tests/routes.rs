@@ -2,7 +2,7 @@
 //! in-process against a real store, sequencer and projections.
 
 use api::auth::{Role, Tokens};
-use api::{AppState, Limits, Registry, app};
+use api::{AppState, Limits, Registry, Writer, app};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use commands::domain::Campaign;
@@ -67,17 +67,17 @@ impl Harness {
         let as_clock: Arc<dyn Clock> = clock.clone();
         state.set_registry(Registry {
             store: Arc::clone(&store),
-            sequencer: Some(sequencer),
-            replicator: None,
+            writer: Writer::Primary {
+                sequencer,
+                notary: Arc::new(api::notary::Notary::new(
+                    Arc::clone(&store),
+                    event_store::checkpoint::RegistryKey::from_seed("kyso.example/test", [3; 32]).unwrap(),
+                )),
+                publisher: None,
+            },
             projections: projections.clone(),
             campaign,
             clock: as_clock,
-            notary: Some(Arc::new(api::notary::Notary::new(
-                Arc::clone(&store),
-                event_store::checkpoint::RegistryKey::from_seed("kyso.example/test", [3; 32]).unwrap(),
-            ))),
-            publisher: None,
-            replica: None,
         });
         Self { state, clock, projections, store, writer: Some(writer), _dir: dir }
     }

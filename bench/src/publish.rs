@@ -43,8 +43,6 @@ pub fn table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, url: &st
             .expect("campaign");
         let api::replica::Opened { store: replica, writer: replicator, thread: writer_thread } =
             api::replica::open(&replica_dir, campaign).expect("the replica's store");
-        let rstatus = Arc::new(api::replica::Status::default());
-        let (rstop, rstopped) = tokio::sync::watch::channel(false);
         let follow = api::replica::FollowConfig {
             nats_url: url.to_string(),
             stream: stream.clone(),
@@ -53,15 +51,9 @@ pub fn table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, url: &st
             key: None,
         };
         let started = Instant::now();
-        let task = tokio::spawn(api::replica::follow(
-            Arc::clone(&replica),
-            replicator,
-            follow,
-            Arc::clone(&rstatus),
-            rstopped,
-        ));
+        let following = api::replica::Following::spawn(Arc::clone(&replica), replicator, follow);
         while replica.last_seq() < store.last_seq() {
-            if let Some(why) = rstatus.broken() {
+            if let Some(why) = following.status.broken() {
                 panic!("the replica stopped: {why}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -71,8 +63,7 @@ pub fn table(runtime: &tokio::runtime::Runtime, base: &std::path::Path, url: &st
             "| replica catch-up from zero (append + registry + inline views) | {secs:.2} | {} |",
             fmt(events as f64 / secs)
         );
-        let _ = rstop.send(true);
-        let _ = task.await;
+        let _ = following.stop().await;
         let _ = writer_thread.join();
         assert_eq!(replica.tree_head(), store.tree_head(), "the replica's tree is the primary's");
         let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));

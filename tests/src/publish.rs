@@ -90,11 +90,9 @@ pub async fn assert_stream_is_the_log(url: &str, store: &EventStore) {
 /// A read replica following `url`'s stream into `dir`, as `kyso follow` runs it.
 pub struct Replica {
     pub store: std::sync::Arc<EventStore>,
-    pub status: std::sync::Arc<api::replica::Status>,
     /// Its writer, which the replica's reads of citizen views go through.
     pub writer: commands::Sequencer<commands::registrar::Replicator>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    pub following: api::replica::Following,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -104,8 +102,6 @@ impl Replica {
         let campaign = commands::domain::Campaign::from_toml(crate::workload::HUE).unwrap();
         let api::replica::Opened { store, writer, thread } =
             api::replica::open(dir, campaign).expect("the replica's store");
-        let status = Arc::new(api::replica::Status::default());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         let config = api::replica::FollowConfig {
             nats_url: url.to_string(),
             stream: config(url).stream_name(),
@@ -113,19 +109,12 @@ impl Replica {
             primary: None,
             key: None,
         };
-        let task = tokio::spawn(api::replica::follow(
-            Arc::clone(&store),
-            writer.clone(),
-            config,
-            Arc::clone(&status),
-            stopped,
-        ));
-        Self { store, status, writer, stop, task, thread }
+        let following = api::replica::Following::spawn(Arc::clone(&store), writer.clone(), config);
+        Self { store, writer, following, thread }
     }
 
     pub async fn stop(self) -> std::sync::Arc<EventStore> {
-        let _ = self.stop.send(true);
-        self.task.await.expect("the follow task");
+        self.following.stop().await.expect("the follow task");
         // The writer stops once its last handle is gone.
         drop(self.writer);
         tokio::task::spawn_blocking(move || self.thread.join()).await.unwrap().expect("the replica's writer");

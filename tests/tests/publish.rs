@@ -92,7 +92,7 @@ async fn a_nats_outage_under_load_blocks_no_command_and_loses_or_repeats_no_even
     assert_reporting_consumer_matches_counts(&nats.url(), &store).await;
     // The replica, which lived through the same outage, ends with the same log and projections.
     wait_until("the replica catching up", Duration::from_secs(60), || replica.store.last_seq() == last).await;
-    assert_eq!(replica.status.broken(), None);
+    assert_eq!(replica.following.status.broken(), None);
     // The Sở's lookups on the replica render what they render on the primary.
     let citizens: Vec<_> = sequencer.read(|r| r.registry().citizens.keys().copied().collect()).await.unwrap();
     assert!(citizens.len() > 50, "citizens: {}", citizens.len());

@@ -49,7 +49,7 @@ async fn publish(url: &str, store: &EventStore, seqs: &[u64], bad_leaf: Option<u
 async fn broken_within(replica: &Replica, limit: Duration) -> String {
     let started = Instant::now();
     loop {
-        if let Some(why) = replica.status.broken() {
+        if let Some(why) = replica.following.status.broken() {
             return why;
         }
         assert!(started.elapsed() < limit, "the replica did not stop (holds {})", replica.store.last_seq());

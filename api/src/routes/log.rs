@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 
 /// The signer, or 421 on a read replica: the primary signs and serves checkpoints.
 fn notary(open: &Open) -> Result<&std::sync::Arc<crate::notary::Notary>, Problem> {
-    open.get().notary.as_ref().ok_or_else(|| {
+    open.get().notary().ok_or_else(|| {
         Problem::new(
             axum::http::StatusCode::MISDIRECTED_REQUEST,
             "read-only-replica",

@@ -175,7 +175,7 @@ pub async fn submit(
 
 /// The writer, or 421 on a read replica: commands go to the primary.
 pub fn writer(open: &Open) -> Result<&commands::Sequencer<commands::registrar::Registrar>, Problem> {
-    open.get().sequencer.as_ref().ok_or_else(|| {
+    open.get().sequencer().ok_or_else(|| {
         Problem::new(
             StatusCode::MISDIRECTED_REQUEST,
             "read-only-replica",
