@@ -12,6 +12,7 @@ pub mod cf;
 pub mod checkpoint;
 mod envelope;
 mod error;
+mod known;
 mod lagging;
 pub mod merkle;
 pub mod pipeline;

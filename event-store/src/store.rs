@@ -3,6 +3,7 @@
 use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_SALTS, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
+use crate::known::Known;
 use crate::lagging::{self, Heads, Lagging, Salts};
 use crate::merkle::{self, CompactRange, Hash, NodeId, NodeSource};
 use rand::rngs::StdRng;
@@ -12,15 +13,12 @@ use rocksdb::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap as StdHashMap;
-use std::collections::HashSet as StdHashSet;
-use std::hash::BuildHasher;
 
 /// Seeded and fast: stream ids come from clients, so no unseeded hash.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The on-disk format this build writes and reads. Bump it with a migration, never silently.
@@ -351,173 +349,11 @@ pub struct LogWriter {
     rng: StdRng,
 }
 
-/// Every stream id and subject the store may hold, as 64-bit hashes: loaded from the
-/// stream heads and salts by a thread started at open, extended as batches are staged. A
-/// new citizen's first event looks up a stream head and a salt that do not exist; RocksDB
-/// answers such a miss only after probing the memtables' and every level's bloom filters
-/// (profiled under 1024 RecordIssuance submitters: 4.3 % of all samples, 13 % of the
-/// sequencer thread's). An absent hash answers "new" from memory. A present one still
-/// reads RocksDB: it may be another id's hash, a batch that failed, or a salt erased since.
-/// ~16 bytes per stream or subject.
-///
-/// The load takes ~1–2 s per million citizens, so it does not hold up start-up: until it is
-/// done every id may exist (RocksDB is read, as without this set), and what is staged
-/// meanwhile is kept in `early` and merged in. The loader's iterator sees the store as of
-/// its creation, after `early` started recording, so the two together miss nothing.
-struct Known {
-    hasher: foldhash::fast::RandomState,
-    state: KnownState,
-}
-
-enum KnownState {
-    Loading {
-        thread: std::thread::JoinHandle<Result<KnownSets, StoreError>>,
-        /// Set when the writer is dropped: the thread holds the store open until it stops.
-        cancel: Arc<AtomicBool>,
-        /// Ids staged while loading, merged in when it is done.
-        early: KnownSets,
-    },
-    Ready(KnownSets),
-    /// Loading failed: every id may exist, for good.
-    Unavailable,
-}
-
-#[derive(Default)]
-struct KnownSets {
-    streams: HashSet<u64>,
-    subjects: HashSet<u64>,
-}
-
-impl Known {
-    fn start(store: &Arc<EventStore>) -> Self {
-        let hasher = foldhash::fast::RandomState::default();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (store, stop, hashing) = (Arc::clone(store), Arc::clone(&cancel), hasher.clone());
-        let thread =
-            std::thread::Builder::new().name("kyso-known-ids".into()).spawn(move || Self::load(&store, hashing, &stop));
-        let state = match thread {
-            Ok(thread) => KnownState::Loading { thread, cancel, early: KnownSets::default() },
-            Err(e) => {
-                tracing::warn!(error = %e, "no thread to load the known stream ids; every new stream reads RocksDB");
-                KnownState::Unavailable
-            }
-        };
-        Known { hasher, state }
-    }
-
-    fn load(
-        store: &EventStore,
-        hasher: foldhash::fast::RandomState,
-        cancel: &AtomicBool,
-    ) -> Result<KnownSets, StoreError> {
-        let keys = |cf: Cf, skip: usize| -> Result<HashSet<u64>, StoreError> {
-            let mut opts = ReadOptions::default();
-            opts.set_total_order_seek(true);
-            opts.fill_cache(false);
-            let mut raw = store.db.raw_iterator_cf_opt(store.cf(cf), opts);
-            let mut set = HashSet::default();
-            raw.seek_to_first();
-            while let Some(key) = raw.key() {
-                set.insert(hasher.hash_one(key.get(skip..).unwrap_or_default()));
-                if set.len() % 65_536 == 0 && cancel.load(Ordering::Relaxed) {
-                    // Nobody reads this outcome: the writer is gone.
-                    return Err(StoreError::Io("loading the known stream ids was cancelled".into()));
-                }
-                raw.next();
-            }
-            raw.status()?;
-            Ok(set)
-        };
-        // A stream head's key is the id's length then the id; a salt's is the subject.
-        let streams = keys(Cf::Streams, cf::STREAM_LEN_BYTES)?;
-        let subjects = keys(Cf::Salts, 0)?;
-        Ok(KnownSets { streams, subjects })
-    }
-
-    /// Takes the loader's outcome once it is done.
-    fn poll(&mut self) {
-        if !matches!(&self.state, KnownState::Loading { thread, .. } if thread.is_finished()) {
-            return;
-        }
-        let KnownState::Loading { thread, early, .. } = std::mem::replace(&mut self.state, KnownState::Unavailable)
-        else {
-            unreachable!("matched just above")
-        };
-        match thread.join() {
-            Ok(Ok(mut sets)) => {
-                sets.streams.extend(early.streams);
-                sets.subjects.extend(early.subjects);
-                self.state = KnownState::Ready(sets);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "loading the known stream ids failed; every new stream reads RocksDB")
-            }
-            Err(_) => {
-                tracing::warn!("the thread loading the known stream ids panicked; every new stream reads RocksDB")
-            }
-        }
-    }
-
-    /// The sets, once loaded.
-    fn ready(&mut self) -> Option<&KnownSets> {
-        self.poll();
-        match &self.state {
-            KnownState::Ready(sets) => Some(sets),
-            _ => None,
-        }
-    }
-
-    /// Where a new id goes: the sets, or `early` while they load (nowhere if loading failed).
-    fn growing(&mut self) -> Option<&mut KnownSets> {
-        self.poll();
-        match &mut self.state {
-            KnownState::Ready(sets) | KnownState::Loading { early: sets, .. } => Some(sets),
-            KnownState::Unavailable => None,
-        }
-    }
-
-    fn may_have_stream(&mut self, stream: &StreamId) -> bool {
-        let hash = self.hasher.hash_one(stream.as_str().as_bytes());
-        self.ready().is_none_or(|s| s.streams.contains(&hash))
-    }
-
-    fn add_stream(&mut self, stream: &str) {
-        let hash = self.hasher.hash_one(stream.as_bytes());
-        if let Some(sets) = self.growing() {
-            sets.streams.insert(hash);
-        }
-    }
-
-    fn may_have_subject(&mut self, subject: &str) -> bool {
-        let hash = self.hasher.hash_one(subject.as_bytes());
-        self.ready().is_none_or(|s| s.subjects.contains(&hash))
-    }
-
-    fn add_subject(&mut self, subject: &str) {
-        let hash = self.hasher.hash_one(subject.as_bytes());
-        if let Some(sets) = self.growing() {
-            sets.subjects.insert(hash);
-        }
-    }
-}
-
 impl Drop for LogWriter {
     fn drop(&mut self) {
         // The write-out threads hold the store open: done, the same process can reopen it.
         self.heads_index.finish(&self.store);
         self.salts_index.finish(&self.store);
-    }
-}
-
-impl Drop for Known {
-    fn drop(&mut self) {
-        if let KnownState::Loading { thread, cancel, .. } = std::mem::replace(&mut self.state, KnownState::Unavailable)
-        {
-            cancel.store(true, Ordering::Relaxed);
-            // Its outcome no longer matters; waiting means the store is closed when the
-            // writer is gone, so the same process can open it again.
-            let _ = thread.join();
-        }
     }
 }
 
@@ -727,6 +563,10 @@ impl EventStore {
                 decode_seq_key(&key).ok_or_else(|| StoreError::CorruptMeta("an events key is not 8 bytes".into()))
             }
         }
+    }
+
+    pub(crate) fn raw_iterator(&self, cf: Cf, opts: ReadOptions) -> DBRawIterator<'_> {
+        self.db.raw_iterator_cf_opt(self.cf(cf), opts)
     }
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -1325,7 +1165,7 @@ impl LogWriter {
     /// benchmarks.
     #[doc(hidden)]
     pub fn known_loaded(&mut self) -> bool {
-        self.known.ready().is_some()
+        self.known.ready()
     }
 
     /// Starts a batch whose events are recorded at `recorded_at`.
