@@ -87,6 +87,7 @@ impl Registry {
         }
     }
 
+    /// The NATS publisher's progress, when the primary publishes (`--nats-url`).
     pub fn publisher(&self) -> Option<&Arc<publisher::Status>> {
         match &self.writer {
             Writer::Primary { publisher, .. } => publisher.as_ref(),

@@ -119,7 +119,7 @@ impl Following {
         Following { status, stop, task }
     }
 
-    /// Stops following and waits until it has: the last fetch appended or not at all.
+    /// Stops following and waits for the task to end.
     pub async fn stop(self) -> Result<(), tokio::task::JoinError> {
         // The task may have ended on an integrity failure already: nobody to tell then.
         let _ = self.stop.send(true);

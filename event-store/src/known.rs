@@ -47,11 +47,10 @@ struct KnownSets {
     subjects: Hashes,
 }
 
-/// Ids' hashes in 256 sets that each grow on their own. One set of millions grew on the
-/// sequencer's thread by moving all of itself into fresh pages the kernel zeroes, in pauses
-/// that grew with the store (with the registry's citizens, which are sharded the same way,
-/// 17 % of that thread's samples going from none to 1M citizens, session 25); a shard grows
-/// in memory the others freed.
+/// Ids' hashes in 256 sets that each grow on their own, as the registry's citizens do
+/// (`commands::domain::citizens`): one set of millions grew on the sequencer's thread by
+/// moving all of itself into fresh pages the kernel zeroes, a pause that grew with the
+/// store; a shard grows in memory the others freed.
 struct Hashes(Box<[HashSet<u64, foldhash::fast::RandomState>]>);
 
 impl Hashes {
