@@ -56,9 +56,10 @@ struct Hashes(Box<[HashSet<u64, foldhash::fast::RandomState>]>);
 impl Hashes {
     const SHARDS: usize = 256;
 
-    /// Bits 32–39 of an id's hash: the set inside takes its slot from the low bits and its
-    /// tag from the top ones, so those stay spread within a shard.
+    /// Any 8 bits of an id's hash pick its shard (one per `u8`): each set hashes the hash
+    /// again with its own seed, so the ids of a shard spread over its table all the same.
     fn shard(&self, hash: u64) -> usize {
+        const _: () = assert!(Hashes::SHARDS == 1 << u8::BITS);
         (hash >> 32) as u8 as usize
     }
 
