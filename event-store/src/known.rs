@@ -72,9 +72,10 @@ impl Hashes {
         self.0[shard].insert(hash);
     }
 
+    /// Both pick shards by the same bits, so each shard takes its twin's hashes.
     fn extend(&mut self, other: Hashes) {
-        for set in other.0 {
-            set.into_iter().for_each(|hash| self.insert(hash));
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            mine.extend(theirs);
         }
     }
 }
