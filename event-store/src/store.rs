@@ -1185,6 +1185,12 @@ impl LogWriter {
     /// What a stream's head was staged, prepared or made durable as, newest first: the
     /// store lags behind the batches being written.
     fn head_of(&mut self, batch: &Batch, stream: &StreamId) -> Result<StreamHead, StoreError> {
+        // Asked first: most staged streams are new, and a stream the known set lacks is in
+        // no batch, overlay or column family (each of those adds to the set), so the
+        // lookups below, misses in tables of up to ~262k entries, are skipped.
+        if !self.known.may_have_stream(stream) {
+            return Ok(StreamHead::default());
+        }
         let pending = || self.pending.iter().rev().find_map(|p| p.heads.get(stream));
         if let Some(h) = batch.heads.get(stream).or_else(pending) {
             return Ok(*h);
@@ -1192,41 +1198,43 @@ impl LogWriter {
         if let Some(h) = self.store.heads.get(&self.store, stream.as_str())? {
             return Ok(h);
         }
-        if !self.known.may_have_stream(stream) {
-            return Ok(StreamHead::default());
-        }
         self.store.column_head(stream)
     }
 
     /// The subject's salt: cached, stored, or new (then written with the batch, indexed by
     /// `seq`, the event that asks for it).
     fn salt_for(&mut self, batch: &mut Batch, subject: &str, seq: Seq) -> Result<Salt, StoreError> {
-        let pending = || self.pending.iter().rev().find_map(|p| p.salts.get(subject));
-        if let Some((salt, _)) = batch.new_salts.get(subject).or_else(pending) {
-            return Ok(*salt);
-        }
-        if let Some(salt) = self.salts.get(subject) {
-            return Ok(*salt);
-        }
-        if let Some((salt, _)) = self.store.salts.get(&self.store, subject)? {
+        // As in `head_of`: a subject the known set lacks has no salt anywhere yet.
+        if self.known.may_have_subject(subject)
+            && let Some(salt) = self.existing_salt(batch, subject)?
+        {
             return Ok(salt);
         }
-        let stored = if self.known.may_have_subject(subject) { self.store.column_salt(subject)? } else { None };
-        let salt = match stored {
-            Some(salt) => salt,
-            None => {
-                let mut salt: Salt = [0; 32];
-                self.rng.fill_bytes(&mut salt);
-                self.known.add_subject(subject);
-                batch.new_salts.insert(subject.to_string(), (salt, seq));
-                return Ok(salt);
-            }
-        };
+        let mut salt: Salt = [0; 32];
+        self.rng.fill_bytes(&mut salt);
+        self.known.add_subject(subject);
+        batch.new_salts.insert(subject.to_string(), (salt, seq));
+        Ok(salt)
+    }
+
+    /// The subject's salt if one was staged, prepared or stored before.
+    fn existing_salt(&mut self, batch: &Batch, subject: &str) -> Result<Option<Salt>, StoreError> {
+        let pending = || self.pending.iter().rev().find_map(|p| p.salts.get(subject));
+        if let Some((salt, _)) = batch.new_salts.get(subject).or_else(pending) {
+            return Ok(Some(*salt));
+        }
+        if let Some(salt) = self.salts.get(subject) {
+            return Ok(Some(*salt));
+        }
+        if let Some((salt, _)) = self.store.salts.get(&self.store, subject)? {
+            return Ok(Some(salt));
+        }
+        let Some(salt) = self.store.column_salt(subject)? else { return Ok(None) };
         if self.salts.len() >= SALTS_CACHE_MAX {
             self.salts.clear();
         }
         self.salts.insert(subject.to_string(), salt);
-        Ok(salt)
+        Ok(Some(salt))
     }
 
     /// Stages one command's appends into `batch`: all of them or, on error, none.
