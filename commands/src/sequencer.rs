@@ -48,7 +48,8 @@ pub struct SequencerConfig {
     /// their batch is prepared (encoded, hashed, its `WriteBatch` built) as soon as it has
     /// this many too. Below it they wait for the write, as before pipelining: deciding
     /// each as it arrives costs a thread wake-up per command, which a CPU-bound server
-    /// (HTTP) pays for and a lightly loaded one does not need.
+    /// (HTTP) pays for and a lightly loaded one does not need. And when the disk is idle, a
+    /// batch goes to it once it has this many: the rest queued are decided during its write.
     pub overlap_at: usize,
 }
 
@@ -275,13 +276,16 @@ impl<H: Handler> Pipeline<'_, H> {
                     continue;
                 }
                 // The disk is idle: what was decided meanwhile goes now, or else what comes next.
+                // Not everything queued: deciding hundreds of commands before the first write
+                // left the disk idle as long, and deciding and writing took turns (RecordIssuance
+                // at 1024 submitters: batches of ~750 one after the other; ~500 overlapped).
                 if next.is_none() {
                     match rx.recv().await {
                         Some(job) => self.decide(&mut next, job),
                         None => break,
                     }
                 }
-                self.drain(&mut rx, &mut next);
+                self.drain(&mut rx, &mut next, self.overlap_at.min(self.batch_max));
                 let (batch, replies) = next.take().expect("a command was just decided");
                 if batch.is_empty() {
                     // Nothing to write, and everything it was decided against is durable.
@@ -317,7 +321,7 @@ impl<H: Handler> Pipeline<'_, H> {
                     match job {
                         Some(job) => {
                             self.decide(&mut next, job);
-                            self.drain(&mut rx, &mut next);
+                            self.drain(&mut rx, &mut next, self.batch_max);
                             if next.as_ref().is_some_and(|(b, r)| r.len() >= self.overlap_at && !b.is_empty()) {
                                 let (batch, replies) = next.take().expect("checked just above");
                                 ready = Some((self.writer.prepare(batch), replies));
@@ -344,9 +348,9 @@ impl<H: Handler> Pipeline<'_, H> {
         });
     }
 
-    /// Decides whatever is queued already, up to a full batch.
-    fn drain(&mut self, rx: &mut mpsc::Receiver<Job<H>>, next: &mut Option<(Batch, Replies<H>)>) {
-        while next.as_ref().is_none_or(|(_, r)| r.len() < self.batch_max) {
+    /// Decides whatever is queued already, until the batch holds `max` commands.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Job<H>>, next: &mut Option<(Batch, Replies<H>)>, max: usize) {
+        while next.as_ref().is_none_or(|(_, r)| r.len() < max) {
             match rx.try_recv() {
                 Ok(job) => self.decide(next, job),
                 Err(_) => break,
