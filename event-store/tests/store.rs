@@ -704,6 +704,72 @@ fn a_reopened_writer_continues_old_streams_and_salts() {
     }
 }
 
+/// Once the known set is loaded, the writer asks it first and takes a stream or subject it
+/// lacks as new: so every place an old one can be (the batch being staged, one being
+/// written, the overlays, the column families after a write-out, a reopened store) must
+/// be in it, or the stream would restart at version 1 and the subject get a second salt.
+#[test]
+fn with_the_known_set_loaded_a_stream_and_a_subject_continue_from_wherever_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let cccd = "046196000001";
+    let stage = |writer: &mut LogWriter, batch: &mut event_store::Batch, expected: u64| {
+        let staged = writer.stage(batch, &meta(), vec![personal(cccd)]).unwrap();
+        assert_eq!(staged.stream_versions, vec![expected], "version {expected}");
+    };
+    let loaded = |writer: &mut LogWriter| {
+        let t = std::time::Instant::now();
+        while !writer.known_loaded() {
+            assert!(t.elapsed().as_secs() < 30, "the known ids did not load");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        writer.set_index_every(2);
+        loaded(&mut writer);
+        let mut first = writer.begin(RegistryTime(0));
+        stage(&mut writer, &mut first, 1);
+        stage(&mut writer, &mut first, 2);
+        let first = writer.prepare(first);
+        let mut second = writer.begin(RegistryTime(0));
+        stage(&mut writer, &mut second, 3);
+        let written = store.write(first).unwrap();
+        writer.durable(written.last_seq);
+        writer.commit(second).unwrap();
+        let mut third = writer.begin(RegistryTime(0));
+        stage(&mut writer, &mut third, 4);
+        writer.commit(third).unwrap();
+        // Other streams push the log on until both indexes hold the citizen's entries.
+        let t = std::time::Instant::now();
+        while store.heads_indexed_through().unwrap() < Seq(4) || store.salts_indexed_through().unwrap() < Seq(1) {
+            assert!(t.elapsed().as_secs() < 30, "no write-out");
+            let mut batch = writer.begin(RegistryTime(0));
+            writer.stage(&mut batch, &meta(), vec![append("other", ExpectedVersion::Any, 1)]).unwrap();
+            writer.commit(batch).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut fifth = writer.begin(RegistryTime(0));
+        stage(&mut writer, &mut fifth, 5);
+        writer.commit(fifth).unwrap();
+    }
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    loaded(&mut writer);
+    let mut sixth = writer.begin(RegistryTime(0));
+    stage(&mut writer, &mut sixth, 6);
+    writer.commit(sixth).unwrap();
+    let salt = store.salt(cccd).unwrap().expect("a salt");
+    let mut versions = 0;
+    for env in store.read_from(Seq(1)) {
+        let env = env.unwrap();
+        if env.subject.is_some() {
+            versions += 1;
+            let leaf = merkle::hash_leaf(&env.leaf_bytes(Some(&salt)));
+            assert_eq!(leaf, store.leaf_hash(env.seq).unwrap(), "one salt for every event, seq {}", env.seq);
+        }
+    }
+    assert_eq!(versions, 6);
+}
+
 #[test]
 fn tiles_across_batches_and_reopens_give_the_same_tree_as_the_events() {
     let dir = tempfile::tempdir().unwrap();
