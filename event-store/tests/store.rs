@@ -659,19 +659,21 @@ fn r9_a_personal_event_enters_the_tree_only_through_salted_commitments() {
     }
 }
 
+/// Waits until the writer's known stream and subject ids are loaded (a thread started at open).
+fn known_loaded(writer: &mut LogWriter) {
+    let t = std::time::Instant::now();
+    while !writer.known_loaded() {
+        assert!(t.elapsed().as_secs() < 30, "the known ids did not load");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// A reopened writer knows which streams and subjects exist only from what it loads after
 /// open (on a thread) and what it stages: a subject seen before must keep its salt and a
 /// stream its version, whether the load is done or not.
 #[test]
 fn a_reopened_writer_continues_old_streams_and_salts() {
     let dir = tempfile::tempdir().unwrap();
-    let wait_loaded = |writer: &mut LogWriter| {
-        let t = std::time::Instant::now();
-        while !writer.known_loaded() {
-            assert!(t.elapsed().as_secs() < 30, "the known ids did not load");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    };
     let citizens: Vec<String> = (0..50).map(|i| format!("046196{i:06}")).collect();
     let mut version = 0;
     for round in 0..3 {
@@ -682,7 +684,7 @@ fn a_reopened_writer_continues_old_streams_and_salts() {
         let passes = if round == 0 { 2 } else { 1 };
         for pass in 0..passes {
             if round == 1 || pass == 1 {
-                wait_loaded(&mut writer);
+                known_loaded(&mut writer);
             }
             version += 1;
             let mut batch = writer.begin(RegistryTime(0));
@@ -716,17 +718,10 @@ fn with_the_known_set_loaded_a_stream_and_a_subject_continue_from_wherever_they_
         let staged = writer.stage(batch, &meta(), vec![personal(cccd)]).unwrap();
         assert_eq!(staged.stream_versions, vec![expected], "version {expected}");
     };
-    let loaded = |writer: &mut LogWriter| {
-        let t = std::time::Instant::now();
-        while !writer.known_loaded() {
-            assert!(t.elapsed().as_secs() < 30, "the known ids did not load");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    };
     {
         let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
         writer.set_index_every(2);
-        loaded(&mut writer);
+        known_loaded(&mut writer);
         let mut first = writer.begin(RegistryTime(0));
         stage(&mut writer, &mut first, 1);
         stage(&mut writer, &mut first, 2);
@@ -753,7 +748,7 @@ fn with_the_known_set_loaded_a_stream_and_a_subject_continue_from_wherever_they_
         writer.commit(fifth).unwrap();
     }
     let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
-    loaded(&mut writer);
+    known_loaded(&mut writer);
     let mut sixth = writer.begin(RegistryTime(0));
     stage(&mut writer, &mut sixth, 6);
     writer.commit(sixth).unwrap();
