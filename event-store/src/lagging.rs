@@ -178,19 +178,10 @@ impl<I: Index> Lagging<I> {
         Ok(())
     }
 
-    /// Entries made durable by a batch, added a few at a time: the writer's thread reads
-    /// the overlay while it stages the next batch, and waits for this lock.
-    pub(crate) fn extend<'a>(&self, entries: impl IntoIterator<Item = (&'a str, &'a I::Value)>) {
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            let Some(overlay) = &mut *self.write() else { return };
-            for (id, value) in entries.by_ref().take(EXTEND_CHUNK) {
-                // A stream that goes on (a CA's, a citizen's second event) keeps its key.
-                match overlay.recent.get_mut(id) {
-                    Some(v) => *v = *value,
-                    None => drop(overlay.recent.insert(id.to_owned(), *value)),
-                }
-            }
+    /// Entries made durable by a batch.
+    pub(crate) fn extend(&self, entries: impl IntoIterator<Item = (String, I::Value)>) {
+        if let Some(overlay) = &mut *self.write() {
+            overlay.recent.extend(entries);
         }
     }
 
@@ -257,9 +248,6 @@ impl<I: Index> Lagging<I> {
         }
     }
 }
-
-/// Entries added under one hold of an overlay's lock (see [`Lagging::extend`]): ~10–20 µs.
-const EXTEND_CHUNK: usize = 128;
 
 /// Entries a writer's overlay makes room for at open: a period's, the first one (staggered)
 /// half a period longer. Without it the first period's map grew on the sequencer's thread,

@@ -361,26 +361,16 @@ impl Drop for LogWriter {
 /// was before the batch: the oldest one's is where a rewind goes back to.
 struct Pending {
     last_seq: u64,
-    made: Made,
+    heads: HashMap<StreamId, StreamHead>,
+    salts: HashMap<String, (Salt, Seq)>,
     tree_before: CompactRange,
     tile_before: Vec<Hash>,
-}
-
-/// The stream heads and new salts of one batch: the writer's until the batch is durable,
-/// then the store's overlays' (see `lagging`). Shared, so that the thread that makes the
-/// batch durable adds them to the overlays while the writer still reads them.
-#[derive(Clone)]
-struct Made {
-    heads: Arc<HashMap<StreamId, StreamHead>>,
-    /// Each new salt with the seq of the event that created it.
-    salts: Arc<HashMap<String, (Salt, Seq)>>,
 }
 
 /// A staged batch as one RocksDB `WriteBatch`, ready for [`EventStore::write`] on any thread.
 pub struct Prepared {
     wb: WriteBatch,
     head: TreeHead,
-    made: Made,
 }
 
 impl Prepared {
@@ -1015,13 +1005,6 @@ impl EventStore {
         }
         self.db.write_opt(prepared.wb, &synced())?;
         *self.head.write().expect("head lock is never poisoned: no code panics while holding it") = prepared.head;
-        // Here rather than in `LogWriter::durable`: on a pipelined writer this is the
-        // log-write thread, and the inserts (at random places of tables of up to ~390k
-        // entries) were 13–20 % of the sequencer's thread (session 27). The writer still
-        // finds these entries in its pending batch until it hears of this write.
-        let Made { heads, salts } = &prepared.made;
-        self.heads.extend(heads.iter().map(|(stream, head)| (stream.as_str(), head)));
-        self.salts.extend(salts.iter().map(|(subject, salt)| (subject.as_str(), salt)));
         Ok(Committed { last_seq: Seq(prepared.head.size), tree: prepared.head })
     }
 
@@ -1208,7 +1191,7 @@ impl LogWriter {
         if !self.known.may_have_stream(stream) {
             return Ok(StreamHead::default());
         }
-        let pending = || self.pending.iter().rev().find_map(|p| p.made.heads.get(stream));
+        let pending = || self.pending.iter().rev().find_map(|p| p.heads.get(stream));
         if let Some(h) = batch.heads.get(stream).or_else(pending) {
             return Ok(*h);
         }
@@ -1236,7 +1219,7 @@ impl LogWriter {
 
     /// The subject's salt if one was staged, prepared or stored before.
     fn existing_salt(&mut self, batch: &Batch, subject: &str) -> Result<Option<Salt>, StoreError> {
-        let pending = || self.pending.iter().rev().find_map(|p| p.made.salts.get(subject));
+        let pending = || self.pending.iter().rev().find_map(|p| p.salts.get(subject));
         if let Some((salt, _)) = batch.new_salts.get(subject).or_else(pending) {
             return Ok(Some(*salt));
         }
@@ -1439,26 +1422,28 @@ impl LogWriter {
         self.last_batch_bytes = wb.size_in_bytes();
 
         let right_tile: Vec<Hash> = tile.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
-        let made = Made { heads: Arc::new(batch.heads), salts: Arc::new(batch.new_salts) };
         self.pending.push_back(Pending {
             last_seq: head.size,
-            made: made.clone(),
+            heads: batch.heads,
+            salts: batch.new_salts,
             tree_before: std::mem::replace(&mut self.tree, tree),
             tile_before: std::mem::replace(&mut self.right_tile, right_tile),
         });
         self.next_seq = head.size + 1;
-        Prepared { wb, head, made }
+        Prepared { wb, head }
     }
 
-    /// Every prepared batch up to `last` is durable (its stream heads and new salts are in
-    /// the store's overlays, added by [`EventStore::write`]), and it becomes the point a
-    /// rewind goes back to.
+    /// Every prepared batch up to `last` is durable: its stream heads and new salts join the
+    /// store's overlays (see `lagging`), and it becomes the point a rewind goes back to.
     pub fn durable(&mut self, last: Seq) {
         let mut durable = None;
         while let Some(p) = self.pending.front()
             && p.last_seq <= last.0
         {
-            durable = self.pending.pop_front().map(|p| p.last_seq);
+            let p = self.pending.pop_front().expect("front exists");
+            durable = Some(p.last_seq);
+            self.store.heads.extend(p.heads.into_iter().map(|(stream, head)| (stream.0, head)));
+            self.store.salts.extend(p.salts);
         }
         if let Some(durable) = durable {
             self.heads_index.durable(&self.store, durable);

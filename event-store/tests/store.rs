@@ -710,39 +710,6 @@ fn a_reopened_writer_continues_old_streams_and_salts() {
     }
 }
 
-/// A batch's stream heads and salts are readable as soon as the write that makes it durable
-/// returns (on a pipelined writer that is the log-write thread, before the writer hears of
-/// it), and the writer, which still holds them as pending, stages on top of them alike.
-#[test]
-fn a_written_batch_s_heads_and_salts_are_read_before_the_writer_hears_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let cccd = "046196000002";
-    let stream = StreamId::new(format!("citizen-{cccd}"));
-    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![personal(cccd), append("ca", ExpectedVersion::Any, 2)]).unwrap();
-    let prepared = writer.prepare(batch);
-    assert_eq!((store.stream_head(&stream).unwrap().version, store.salt(cccd).unwrap()), (0, None), "not durable yet");
-
-    let written = store.write(prepared).unwrap();
-    assert_eq!(store.stream_head(&stream).unwrap(), StreamHead { version: 1, last_seq: Seq(1) });
-    assert_eq!(store.stream_head(&StreamId::new("ca")).unwrap(), StreamHead { version: 2, last_seq: Seq(3) });
-    let salt = store.salt(cccd).unwrap().expect("the salt, with its batch");
-    assert_eq!(
-        merkle::hash_leaf(&store.event(Seq(1)).unwrap().leaf_bytes(Some(&salt))),
-        store.leaf_hash(Seq(1)).unwrap()
-    );
-
-    let mut next = writer.begin(RegistryTime(0));
-    let staged = writer.stage(&mut next, &meta(), vec![personal(cccd), append("ca", ExpectedVersion::Exact(2), 1)]);
-    assert_eq!(staged.unwrap().stream_versions, vec![2, 3], "before the writer hears of the write");
-    writer.durable(written.last_seq);
-    writer.commit(next).unwrap();
-    assert_eq!(store.stream_head(&stream).unwrap(), StreamHead { version: 2, last_seq: Seq(4) });
-    assert_eq!(store.stream_head(&StreamId::new("ca")).unwrap(), StreamHead { version: 3, last_seq: Seq(5) });
-    assert_eq!(store.salt(cccd).unwrap(), Some(salt), "one salt for both events");
-}
-
 /// Once the known set is loaded, the writer asks it first and takes a stream or subject it
 /// lacks as new: so every place an old one can be (the batch being staged, one being
 /// written, the overlays, the column families after a write-out, a reopened store) must
