@@ -337,8 +337,10 @@ pub struct LogWriter {
     /// Which streams and subjects may exist: most staged streams and subjects are new,
     /// and this answers them without a RocksDB read.
     known: Known,
-    /// Events and `WriteBatch` bytes of the last batch prepared, to size the next one.
+    /// Events, new salts and `WriteBatch` bytes of the last batch prepared, to size the next
+    /// one.
     last_batch_events: usize,
+    last_batch_salts: usize,
     last_batch_bytes: usize,
     /// Reused for each staged event's leaf bytes and encoding.
     scratch: Vec<u8>,
@@ -474,6 +476,7 @@ impl EventStore {
             salts_index: lagging::Indexer::staggered(),
             known,
             last_batch_events: 0,
+            last_batch_salts: 0,
             last_batch_bytes: 0,
             scratch: Vec::new(),
             rng: StdRng::try_from_os_rng()
@@ -1177,7 +1180,7 @@ impl LogWriter {
             wb: WriteBatch::with_capacity_bytes(self.last_batch_bytes),
             leaves: Vec::with_capacity(self.last_batch_events),
             heads: HashMap::with_capacity_and_hasher(self.last_batch_events, Default::default()),
-            new_salts: HashMap::default(),
+            new_salts: HashMap::with_capacity_and_hasher(self.last_batch_salts, Default::default()),
             writes: Vec::new(),
         }
     }
@@ -1383,6 +1386,7 @@ impl LogWriter {
         assert_eq!(batch.first_seq, self.next_seq, "a batch is prepared by the writer that began it, in order");
         assert_eq!(self.tree.size() + 1, self.next_seq, "tree and log agree before the batch");
         self.last_batch_events = batch.leaves.len();
+        self.last_batch_salts = batch.new_salts.len();
         let store = &self.store;
         let merkle_cf = store.cf(Cf::Merkle);
         let mut tree = self.tree.clone();
