@@ -417,6 +417,9 @@ impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> fo
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         let limit = self.0;
         Box::pin(async move {
+            // As axum-server's default acceptor, which this one replaces: an answer goes out
+            // when written, not held by Nagle's algorithm until the last one is acknowledged.
+            stream.set_nodelay(true)?;
             // `peek` waits for a byte (or the end) without taking it; `readable()` alone may
             // wake early, as tokio's docs warn.
             let mut first = [0u8; 1];
