@@ -117,10 +117,10 @@ enum Command {
         key: Option<String>,
     },
     /// Erase a citizen's personal data where the law allows (R9): their salt (Merkle leaves
-    /// about them become unlinkable; the tree still verifies), their audit-index entries,
-    /// lookup pairs and idempotency records. The events stay, and with them the registry
-    /// and the citizen view rendered from it: they are the record that keeps R1 (no second
-    /// certificate). Run with the server stopped.
+    /// about them become unlinkable; the tree still verifies), their audit-index entries and
+    /// idempotency records. The events stay, and with them the registry and the citizen view
+    /// rendered from it: they are the record that keeps R1 (no second certificate). Run with
+    /// the server stopped.
     Erase {
         cccd: String,
         #[arg(long, env = "KYSO_DATA_DIR", default_value = "./data")]
@@ -486,7 +486,7 @@ fn erase(data_dir: &Path, cccd: &str) -> Result<(), Error> {
         println!("{cccd}: no personal events in the log (nothing to unlink)");
     }
     println!(
-        "{cccd}: salt {}, audit trail and lookup pairs removed, {} idempotency records removed; `kyso-replay verify` still passes",
+        "{cccd}: salt {}, audit trail removed, {} idempotency records removed; `kyso-replay verify` still passes",
         if erased.salt { "deleted" } else { "absent" },
         erased.idempotency_records
     );

@@ -7,7 +7,7 @@ use commands::domain::event::{ComplaintId, ComplaintKind, DemandId};
 use commands::domain::{CaId, Cccd, Event, RefusalReason};
 use event_store::{RegistryTime, Seq};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A latency distribution in whole seconds: exact counts per second, so percentiles are
 /// exact to the second and a rebuild reproduces them.
@@ -81,13 +81,10 @@ pub struct Compliance {
     pub cas: BTreeMap<CaId, CaRecord>,
     pub violations: Vec<Published>,
     /// R2: every (citizen, CA) lookup, as (the CCCD's number, the CA's position in
-    /// `lookup_cas`). It grows with every citizen looked up, so it is not in the snapshot,
-    /// which is rewritten every few seconds (at 700k pairs, 13.6 MB each time: most of
-    /// what RocksDB flushed and compacted under recorded lookups). Each pair's first lookup
-    /// writes a key instead, and loading reads the keys back (see `restore`); unordered, as
-    /// nothing serialises it.
-    #[serde(skip)]
-    looked_up: HashSet<(u64, u32), foldhash::fast::RandomState>,
+    /// `lookup_cas`). It grows with every citizen looked up, and the whole state is
+    /// snapshotted, so each pair is 16 bytes without a heap allocation of its own (it was
+    /// a `(Cccd, CaId)`: a CA-name string per pair).
+    looked_up: BTreeSet<(u64, u32)>,
     /// The CAs that looked anyone up, numbered in the order the log first shows them
     /// doing it (so a rebuild numbers them alike).
     lookup_cas: BTreeMap<CaId, u32>,
@@ -98,20 +95,6 @@ pub struct Compliance {
 /// A CCCD's 12 digits as one number: a cheaper key than the digits.
 fn number(citizen: &Cccd) -> u64 {
     citizen.as_str().bytes().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
-}
-
-/// What heads every lookup-pair key of a citizen (erasure removes them by this prefix).
-pub(crate) fn citizen_key_part(citizen: &Cccd) -> [u8; 8] {
-    number(citizen).to_be_bytes()
-}
-
-/// A lookup pair's key (its prefix removed): the CCCD's number, the CA's number and the
-/// seq of the pair's first lookup, each big-endian.
-fn pair_key(key: &[u8]) -> Option<((u64, u32), u64)> {
-    let (citizen, rest) = key.split_first_chunk::<8>()?;
-    let (ca, seq) = rest.split_first_chunk::<4>()?;
-    let seq: &[u8; 8] = seq.try_into().ok()?;
-    Some(((u64::from_be_bytes(*citizen), u32::from_be_bytes(*ca)), u64::from_be_bytes(*seq)))
 }
 
 impl Compliance {
@@ -132,19 +115,10 @@ impl Compliance {
 
 impl Fold for Compliance {
     const NAME: &'static str = "compliance";
-    /// 2: lookup pairs as numbers; 3: lookup pairs as keys (see `looked_up`).
-    const VERSION: u32 = 3;
-    const RESTORES_FROM_KEYS: bool = true;
+    /// 2: lookup pairs as numbers (see `looked_up`).
+    const VERSION: u32 = 2;
 
-    fn restore(&mut self, key: &[u8], checkpoint: Seq) {
-        if let Some((pair, seq)) = pair_key(key)
-            && seq <= checkpoint.0
-        {
-            self.looked_up.insert(pair);
-        }
-    }
-
-    fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, keys: &mut KeyOut) {
+    fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, _keys: &mut KeyOut) {
         let at = ctx.recorded_at;
         match event {
             Event::CaRegistered { ca, .. } | Event::CaReinstated { ca } => self.ca(ca).status = "active".into(),
@@ -156,10 +130,7 @@ impl Fold for Compliance {
                     Some(n) => *n,
                     None => *self.lookup_cas.entry(ca.clone()).or_insert(next),
                 };
-                let pair = (number(citizen), ca);
-                if self.looked_up.insert(pair) {
-                    keys.put(&[&citizen_key_part(citizen), &pair.1.to_be_bytes(), &ctx.seq.0.to_be_bytes()]);
-                }
+                self.looked_up.insert((number(citizen), ca));
             }
             Event::IssuanceRecorded(i) => {
                 let looked =
@@ -304,36 +275,6 @@ mod tests {
         }
         assert_eq!((c.cas[&a].issuances, c.cas[&a].looked_up_first), (3, 2));
         assert_eq!((c.cas[&b].issuances, c.cas[&b].looked_up_first), (1, 0));
-    }
-
-    #[test]
-    fn lookup_pairs_are_keyed_once_and_restored_up_to_the_checkpoint() {
-        let ca = CaId::parse("CA-A").unwrap();
-        let looked = |cccd: &str| Event::CitizenLookedUp {
-            citizen: Cccd::parse(cccd, 2024).unwrap(),
-            ca: ca.clone(),
-            staff: None,
-        };
-        let events = [looked("046090000001"), looked("046090000001"), looked("046090000002")];
-        let mut live = Compliance::default();
-        let mut keys = KeyOut::default();
-        for (n, e) in events.iter().enumerate() {
-            let ctx = Ctx { seq: Seq(n as u64 + 1), recorded_at: RegistryTime(0), actor: "test" };
-            live.apply(&ctx, e, &mut keys);
-        }
-        let keys = keys.take();
-        assert_eq!(keys.len(), 2, "a repeated lookup of the same pair writes no second key");
-        // A snapshot at seq 2 holds the first pair; the second, first looked up at seq 3,
-        // comes back when the follower folds seq 3 again.
-        let restore = |checkpoint: u64| {
-            let mut loaded = Compliance::default();
-            for k in &keys {
-                loaded.restore(k, Seq(checkpoint));
-            }
-            loaded.looked_up
-        };
-        assert_eq!(restore(2).len(), 1);
-        assert_eq!(restore(3), live.looked_up);
     }
 
     #[test]

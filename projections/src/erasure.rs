@@ -2,9 +2,7 @@
 //!
 //! What goes: the citizen's salt, so every Merkle leaf about them becomes an unlinkable
 //! commitment (the tree still verifies: `kyso-replay verify` counts such leaves as erased);
-//! their entries in the audit index and their lookup pairs in the compliance projection's
-//! keys (the CCCD's number heads each key: a later issuance to them then counts as not
-//! looked up first); and the idempotency records whose answers name them.
+//! their entries in the audit index; and the idempotency records whose answers name them.
 //! What stays, and why: the events in the log, which are the legal record the registry
 //! keeps under R1/R3 (who issued first), and the registry's state snapshot, from which
 //! the citizen view is rendered: it must keep answering "already issued" so no second
@@ -12,7 +10,6 @@
 //! citizen again from those events.
 
 use crate::audit::Subject;
-use crate::compliance;
 use crate::follower::Projections;
 use commands::domain::Cccd;
 use event_store::{Cf, EventStore, StoreError};
@@ -33,7 +30,6 @@ pub fn erase_citizen(store: &EventStore, projections: &Projections, cccd: &Cccd)
     let mut keys: Vec<(Cf, Vec<u8>)> = records.iter().map(|k| (Cf::Idempotency, k.clone())).collect();
     keys.extend(salt_keys);
     let trail = [projections.audit.key_prefix(), Subject::Citizen(*cccd).key_part()].concat();
-    let lookups = [projections.compliance.key_prefix(), compliance::citizen_key_part(cccd).to_vec()].concat();
-    store.forget(&keys, &[(Cf::Projections, trail), (Cf::Projections, lookups)])?;
+    store.forget(&keys, &[(Cf::Projections, trail)])?;
     Ok(Erasure { salt, idempotency_records: records.len() })
 }

@@ -87,16 +87,8 @@ pub trait Fold: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// Bump when the stored form or the meaning changes: the projection is then rebuilt.
     const VERSION: u32;
-    /// Whether part of the state is left out of the snapshot and kept in the fold's keys
-    /// instead (state that only grows: rewriting it whole at every snapshot would cost more
-    /// than writing each new entry once). Loading then hands every key to [`Fold::restore`].
-    const RESTORES_FROM_KEYS: bool = false;
     /// Folds one event. Pure: everything it needs is in `ctx` and `event`.
     fn apply(&mut self, ctx: &Ctx<'_>, event: &Event, keys: &mut KeyOut);
-    /// Takes back, at load, one key this fold wrote (its prefix removed) into the state the
-    /// snapshot left out. `checkpoint` is the last seq the snapshot holds: a key written
-    /// for a later event must be ignored, as the follower folds that event again.
-    fn restore(&mut self, _key: &[u8], _checkpoint: Seq) {}
 }
 
 #[cfg(test)]

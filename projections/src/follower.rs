@@ -102,7 +102,7 @@ impl<P: Fold> Live<P> {
             None => None,
             Some(bytes) => postcard::from_bytes::<Snapshot>(&bytes).ok(),
         };
-        let (mut state, applied, generation) = match stored {
+        let (state, applied, generation) = match stored {
             None => (P::default(), 0, 0),
             Some(s) => match (s.version == P::VERSION).then(|| postcard::from_bytes::<P>(&s.data)) {
                 Some(Ok(state)) => (state, s.checkpoint, s.generation),
@@ -120,12 +120,6 @@ impl<P: Fold> Live<P> {
                 }
             },
         };
-        if P::RESTORES_FROM_KEYS {
-            let prefix = key_prefix(P::NAME, generation);
-            for kv in store.scan_prefix(Cf::Projections, &prefix) {
-                state.restore(&kv?.0[prefix.len()..], Seq(applied));
-            }
-        }
         Ok(Self {
             state: RwLock::new(state),
             applied: AtomicU64::new(applied),
