@@ -396,6 +396,18 @@ pub(crate) fn db_options(cf: Option<Cf>) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
+    if cf == Some(Cf::Projections) {
+        // Every projection snapshot ends in a flush (every few seconds), so this family
+        // gathers small level-0 files fast, and each compaction of four of them rewrote
+        // the whole bottom level with them (the audit index's keys): 5 compactions, 2.9 s
+        // of the compaction thread in 40 s of HTTP load. Merging more files at a time
+        // rewrites that level less often (three alternating pairs of 20 s HTTP runs: the
+        // compaction thread 2.2–2.4 → 1.2–1.3 µs per recorded lookup); the audit reads
+        // that search the extra files are rare, and bloom filters skip most of them.
+        opts.set_level_zero_file_num_compaction_trigger(16);
+        opts.set_level_zero_slowdown_writes_trigger(32);
+        opts.set_level_zero_stop_writes_trigger(48);
+    }
     if cf.is_none() {
         // One thread writes the log. The others (the projections follower, snapshots,
         // checkpoints) write far less and wait their turn in RocksDB's write queue.
