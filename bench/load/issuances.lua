@@ -31,15 +31,6 @@ function request()
   return wrk.format("POST", wrk.path, { ["Authorization"] = auth, ["Content-Type"] = "application/json" }, body)
 end
 
--- With a `response` function wrk parses every answer's headers and body for Lua: its own
--- CPU, on the two cores it shares with the server. It counts non-2xx answers without one
--- (bench/load/run reports them), so the function is there only with KYSO_WRK_BODIES=1, to
--- see what unexpected answers say.
-if os.getenv("KYSO_WRK_BODIES") == "1" then
-  function response(status, headers, body)
-    if status ~= 201 then
-      errors = (errors or 0) + 1
-      if errors <= 3 then io.stderr:write("unexpected ", status, ": ", body, "\n") end
-    end
-  end
-end
+-- The directory of this script, wherever wrk is started from.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or ""
+response = dofile(here .. "unexpected.lua")(201)
