@@ -93,7 +93,7 @@ pub fn table(base: &Path, events: u64) {
     };
     let raw = {
         let t = Instant::now();
-        let bytes: usize = store.scan_prefix(Cf::Events, &[]).map(|kv| kv.expect("read").1.len()).sum();
+        let bytes: usize = store.scan_prefix(Cf::Bundles, &[]).map(|kv| kv.expect("read").1.len()).sum();
         let secs = t.elapsed().as_secs_f64();
         eprintln!("  raw iteration: {bytes} bytes");
         events as f64 / secs

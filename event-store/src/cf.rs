@@ -4,8 +4,16 @@
 /// A column family of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cf {
-    /// `seq (u64) → Envelope` (postcard).
+    /// `seq (u64) → Envelope` (postcard): the log as formats 1–6 wrote it, one event per
+    /// key. Nothing is written here any more; the events before the first of
+    /// [`Cf::Bundles`] are read from here.
     Events,
+    /// `first seq (u64) → bundle`: the log since format 7, up to [`BUNDLE_EVENTS`]
+    /// consecutive events to a key, each as its length (u32, little-endian) ‖ `Envelope`
+    /// (postcard), bundles never spanning a group commit. One memtable insert and one
+    /// key in the table files per bundle instead of per event (Tessera keeps its entries
+    /// the same way); a point read seeks to the bundle at or before the seq and skips to it.
+    Bundles,
     /// `len (u16) ‖ stream id → version (u64) ‖ last seq (u64)`: each aggregate's head. A
     /// stream's history is its events' `prev_seq` chain back from here. Since format 4 it
     /// lags the log: the heads after [`META_HEADS`]'s seq are in memory and are written out
@@ -42,8 +50,9 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 11] = [
         Cf::Events,
+        Cf::Bundles,
         Cf::Streams,
         Cf::Merkle,
         Cf::Meta,
@@ -58,6 +67,7 @@ impl Cf {
     pub fn name(self) -> &'static str {
         match self {
             Cf::Events => "events",
+            Cf::Bundles => "event_bundles",
             Cf::Streams => "streams",
             Cf::Merkle => "merkle",
             Cf::Meta => "meta",
@@ -77,6 +87,12 @@ const _: () = assert!(SEQ_KEY_BYTES == std::mem::size_of::<u64>()); // big-endia
 pub(crate) fn seq_key(seq: u64) -> [u8; SEQ_KEY_BYTES] {
     seq.to_be_bytes()
 }
+
+/// Events per [`Cf::Bundles`] value at most: a point read copies one value and skips up to
+/// this many entries.
+pub(crate) const BUNDLE_EVENTS: usize = 64;
+/// Each event in a bundle is preceded by its length, a little-endian u32.
+pub(crate) const BUNDLE_LEN_BYTES: usize = 4;
 
 /// A stream head's key starts with the id's length, a big-endian u16.
 pub(crate) const STREAM_LEN_BYTES: usize = 2;

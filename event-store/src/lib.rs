@@ -8,6 +8,7 @@
 //! - [`verify`]: proof checks with no storage code, for auditors and third parties.
 //! - [`pipeline`]: two stages on two cores for passes over the whole log.
 
+mod bundle;
 pub mod cf;
 pub mod checkpoint;
 mod envelope;
@@ -20,6 +21,7 @@ pub mod receipt;
 mod store;
 pub mod verify;
 
+pub use bundle::LogCursor;
 pub use cf::Cf;
 pub use envelope::{Envelope, EnvelopeRef, Metadata, MetadataRef, RegistryTime, Salt, Seq, StreamId};
 pub use error::{StoreError, VersionConflict};

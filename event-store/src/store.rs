@@ -1,5 +1,6 @@
 //! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
 
+use crate::bundle::{self, BundleBuf, LogCursor};
 use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_SALTS, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
@@ -29,7 +30,9 @@ use std::sync::{Arc, RwLock};
 /// 5: so are subjects' salts ([`Cf::Salts`]; the salt index is still written with each batch).
 /// 6: the citizen views are no longer stored (they are rendered from the registry): their
 ///    column family, `citizens`, is dropped (see [`RETIRED_CFS`]).
-pub const FORMAT_VERSION: u32 = 6;
+/// 7: events are written in bundles ([`Cf::Bundles`]); those of earlier formats stay one
+///    per key in [`Cf::Events`], read from there.
+pub const FORMAT_VERSION: u32 = 7;
 /// Column families earlier formats had and this one drops when it opens a store for writing.
 const RETIRED_CFS: [&str; 1] = ["citizens"];
 /// Format 1 differs only in its salts (no first seq, no index), which readers take as they
@@ -147,9 +150,11 @@ pub struct Staged {
 pub struct Batch {
     first_seq: u64,
     recorded_at: RegistryTime,
-    /// Every staged event, encoded under its seq as it was staged (from borrowed parts:
+    /// Every staged event's bundle once full, encoded as it was staged (from borrowed parts:
     /// nothing is cloned per event); [`LogWriter::prepare`] adds the rest of the batch.
     wb: WriteBatch,
+    /// The bundle being filled.
+    bundle: BundleBuf,
     /// Each staged event's Merkle leaf, in seq order.
     leaves: Vec<Hash>,
     heads: HashMap<StreamId, StreamHead>,
@@ -303,6 +308,10 @@ pub struct EventStore {
     /// older formats as they are.
     format: u32,
     head: RwLock<TreeHead>,
+    /// The first seq stored in [`Cf::Bundles`]: the seqs before it are one per key in
+    /// [`Cf::Events`] (formats up to 6). `u64::MAX` for a store without bundles (an older
+    /// format opened read-only).
+    bundled_from: u64,
     /// Stream heads and salts their column families do not hold yet (see `lagging`).
     pub(crate) heads: Lagging<Heads>,
     pub(crate) salts: Lagging<Salts>,
@@ -342,7 +351,7 @@ pub struct LogWriter {
     last_batch_events: usize,
     last_batch_salts: usize,
     last_batch_bytes: usize,
-    /// Reused for each staged event's leaf bytes and encoding.
+    /// Reused for each staged event's leaf bytes.
     scratch: Vec<u8>,
     /// New subjects' salts: secrets, so a CSPRNG (ChaCha12) seeded from the OS. Owned and
     /// filled 32 bytes at a time: `rand::random::<[u8; 32]>()` drew one `u32` per byte from
@@ -541,9 +550,21 @@ impl EventStore {
                 "a format-{format} store without its salt index column family"
             )));
         }
+        if format >= 7 && db.cf_handle(Cf::Bundles.name()).is_none() {
+            return Err(StoreError::CorruptMeta(format!("a format-{format} store without its event bundles")));
+        }
+        // The unbundled events end where the bundles begin: nothing writes them any more.
+        let legacy_last =
+            match db.iterator_cf(db.cf_handle(Cf::Events.name()).expect("opened"), IteratorMode::End).next() {
+                None => 0,
+                Some(item) => decode_seq_key(&item?.0)
+                    .ok_or_else(|| StoreError::CorruptMeta("an events key is not 8 bytes".into()))?,
+            };
+        let bundled_from = if db.cf_handle(Cf::Bundles.name()).is_some() { legacy_last + 1 } else { u64::MAX };
         let store = EventStore {
             db,
             format,
+            bundled_from,
             head: RwLock::new(head),
             heads: Lagging::default(),
             salts: Lagging::default(),
@@ -571,14 +592,37 @@ impl EventStore {
         Ok(range)
     }
 
+    /// The seq of the last stored event (0 for none).
     fn last_event_key(&self) -> Result<u64, StoreError> {
-        match self.db.iterator_cf(self.cf(Cf::Events), IteratorMode::End).next() {
-            None => Ok(0),
-            Some(item) => {
-                let (key, _) = item?;
-                decode_seq_key(&key).ok_or_else(|| StoreError::CorruptMeta("an events key is not 8 bytes".into()))
-            }
+        if self.bundled_from == u64::MAX {
+            return Ok(0);
         }
+        let last = match self.db.iterator_cf(self.cf(Cf::Bundles), IteratorMode::End).next() {
+            None => return Ok(self.bundled_from - 1),
+            Some(item) => item?,
+        };
+        let first =
+            decode_seq_key(&last.0).ok_or_else(|| StoreError::CorruptMeta("a bundle key is not 8 bytes".into()))?;
+        let mut end = first;
+        for entry in bundle::entries(first, &last.1) {
+            end = entry?.0;
+        }
+        Ok(end)
+    }
+
+    /// Where [`Cf::Bundles`] begins (see the field).
+    pub(crate) fn bundled_from(&self) -> u64 {
+        self.bundled_from
+    }
+
+    /// A raw iterator over the bundles, or over the older one-per-key events.
+    pub(crate) fn events_iterator(&self, bundles: bool) -> DBRawIterator<'_> {
+        self.db.raw_iterator_cf(self.cf(if bundles { Cf::Bundles } else { Cf::Events }))
+    }
+
+    /// The stored bytes of every event from `from` on, in seq order (see [`LogCursor`]).
+    pub fn cursor(&self, from: Seq) -> LogCursor<'_> {
+        LogCursor::new(self, from.0)
     }
 
     pub(crate) fn raw_iterator(&self, cf: Cf, opts: ReadOptions) -> DBRawIterator<'_> {
@@ -629,18 +673,16 @@ impl EventStore {
         if seq.0 == 0 || seq.0 > last {
             return Err(StoreError::SeqOutOfRange { seq: seq.0, last });
         }
-        let bytes = self
-            .db
-            .get_cf(self.cf(Cf::Events), cf::seq_key(seq.0))?
-            .ok_or_else(|| StoreError::Corrupt { seq, reason: "missing from the events column family".into() })?;
-        decode_envelope(seq.0, &bytes)
+        let mut cursor = self.cursor(seq);
+        match cursor.next() {
+            Some(entry) => decode_envelope(seq.0, entry?.1),
+            None => Err(StoreError::Corrupt { seq, reason: "missing from the log".into() }),
+        }
     }
 
     /// Every event from `from` on, in seq order, read lazily (never the whole log in memory).
     pub fn read_from(&self, from: Seq) -> EventIter<'_> {
-        let mut raw = self.db.raw_iterator_cf(self.cf(Cf::Events));
-        raw.seek(cf::seq_key(from.0.max(1)));
-        EventIter { raw, expected: from.0.max(1), done: false }
+        EventIter { cursor: self.cursor(from), done: false }
     }
 
     /// Seqs `from` through `upto` in order, each handed to `visit` as a view of its stored
@@ -653,15 +695,15 @@ impl EventStore {
         upto: Seq,
         mut visit: impl FnMut(EnvelopeRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut raw = self.db.raw_iterator_cf(self.cf(Cf::Events));
+        let mut cursor = self.cursor(from);
         let mut seq = from.0.max(1);
-        raw.seek(cf::seq_key(seq));
-        while seq <= upto.0 && raw.valid() {
-            visit(EnvelopeRef::decode_at(Seq(seq), value_at(&raw, seq)?)?)?;
-            seq += 1;
-            raw.next();
+        while seq <= upto.0
+            && let Some(entry) = cursor.next()
+        {
+            let (at, bytes) = entry?;
+            visit(EnvelopeRef::decode_at(at, bytes)?)?;
+            seq = at.0 + 1;
         }
-        raw.status().map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -1044,6 +1086,42 @@ impl EventStore {
     pub fn tamper_raw_delete(&self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
         Ok(self.db.delete_cf(self.cf(cf), key)?)
     }
+
+    /// Replaces one event's stored bytes (`Some`) or cuts it out of the log (`None`),
+    /// wherever it is stored, bypassing the writer; for tamper tests, like
+    /// [`Self::tamper_raw_put`]. Cutting an event out of a bundle shifts the ones after it
+    /// in that bundle down a seq, as an edit of the raw bytes would.
+    #[doc(hidden)]
+    pub fn tamper_event(&self, seq: Seq, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        if seq.0 < self.bundled_from {
+            return match bytes {
+                Some(bytes) => self.tamper_raw_put(Cf::Events, &cf::seq_key(seq.0), bytes),
+                None => self.tamper_raw_delete(Cf::Events, &cf::seq_key(seq.0)),
+            };
+        }
+        let mut raw = self.events_iterator(true);
+        raw.seek_for_prev(cf::seq_key(seq.0));
+        let (Some(key), Some(value)) = (raw.key(), raw.value()) else {
+            return Err(StoreError::Corrupt { seq, reason: "no bundle holds it".into() });
+        };
+        let first = decode_seq_key(key).ok_or_else(|| StoreError::CorruptMeta("a bundle key is not 8 bytes".into()))?;
+        let mut out = Vec::new();
+        for entry in bundle::entries(first, value) {
+            let (at, mut entry) = entry?;
+            if at == seq.0 {
+                match bytes {
+                    Some(bytes) => entry = bytes,
+                    None => continue,
+                }
+            }
+            out.extend_from_slice(&u32::try_from(entry.len()).expect("a test's event").to_le_bytes());
+            out.extend_from_slice(entry);
+        }
+        match out.is_empty() {
+            true => self.tamper_raw_delete(Cf::Bundles, &cf::seq_key(first)),
+            false => self.tamper_raw_put(Cf::Bundles, &cf::seq_key(first), &out),
+        }
+    }
 }
 
 impl NodeSource for EventStore {
@@ -1104,6 +1182,14 @@ impl EventStore {
     }
 }
 
+/// Adds the bundle's events to the batch under their first seq, if it has any.
+fn put_bundle(wb: &mut WriteBatch, bundles: &rocksdb::ColumnFamily, bundle: &mut BundleBuf) {
+    if let Some((key, value)) = bundle.take() {
+        wb.put_cf(bundles, key, value);
+    }
+    bundle.clear();
+}
+
 fn decode_seq_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
@@ -1127,21 +1213,9 @@ pub(crate) fn decode_at<'a, T: Deserialize<'a>>(
     Ok(env)
 }
 
-/// The value under the raw iterator, checked to be `seq`'s: the log has no gap.
-fn value_at<'a>(raw: &'a DBRawIterator<'_>, seq: u64) -> Result<&'a [u8], StoreError> {
-    match (raw.key().and_then(decode_seq_key), raw.value()) {
-        (Some(key), Some(value)) if key == seq => Ok(value),
-        (Some(key), _) => {
-            Err(StoreError::Corrupt { seq: Seq(seq), reason: format!("missing: the log jumps to seq {key}") })
-        }
-        _ => Err(StoreError::Corrupt { seq: Seq(seq), reason: "events key is not 8 bytes".into() }),
-    }
-}
-
 /// Streams the log in seq order and checks there is no gap.
 pub struct EventIter<'a> {
-    raw: DBRawIterator<'a>,
-    expected: u64,
+    cursor: LogCursor<'a>,
     done: bool,
 }
 
@@ -1151,17 +1225,8 @@ impl Iterator for EventIter<'_> {
         if self.done {
             return None;
         }
-        if !self.raw.valid() {
-            self.done = true;
-            return self.raw.status().err().map(|e| Err(e.into()));
-        }
-        let seq = self.expected;
-        let item = value_at(&self.raw, seq).and_then(|value| decode_envelope(seq, value));
-        if item.is_err() {
-            self.done = true;
-        }
-        self.expected += 1;
-        self.raw.next();
+        let item = self.cursor.next()?.and_then(|(seq, bytes)| decode_envelope(seq.0, bytes));
+        self.done = item.is_err();
         Some(item)
     }
 }
@@ -1192,6 +1257,7 @@ impl LogWriter {
             recorded_at,
             wb: WriteBatch::with_capacity_bytes(self.last_batch_bytes),
             leaves: Vec::with_capacity(self.last_batch_events),
+            bundle: BundleBuf::default(),
             heads: HashMap::with_capacity_and_hasher(self.last_batch_events, Default::default()),
             new_salts: HashMap::with_capacity_and_hasher(self.last_batch_salts, Default::default()),
             writes: Vec::new(),
@@ -1367,9 +1433,10 @@ impl LogWriter {
 
     /// Adds one event, encoded, and its leaf to the batch.
     fn push_event(&mut self, batch: &mut Batch, env: &EnvelopeRef<'_>, leaf: Hash) {
-        self.scratch.clear();
-        env.encode_into(&mut self.scratch);
-        batch.wb.put_cf(self.store.cf(Cf::Events), cf::seq_key(env.seq.0), &self.scratch);
+        if batch.bundle.is_full() {
+            put_bundle(&mut batch.wb, self.store.cf(Cf::Bundles), &mut batch.bundle);
+        }
+        batch.bundle.push(env);
         batch.leaves.push(leaf);
     }
 
@@ -1405,6 +1472,8 @@ impl LogWriter {
         let mut tree = self.tree.clone();
         let mut tile: Vec<u8> = self.right_tile.concat();
         let mut wb = batch.wb;
+        let mut bundle = batch.bundle;
+        put_bundle(&mut wb, store.cf(Cf::Bundles), &mut bundle);
         for &leaf in &batch.leaves {
             tree.append(leaf, |id, hash| {
                 if id.level >= cf::TILE_HEIGHT {

@@ -432,7 +432,7 @@ fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
     let mut batch = writer.begin(RegistryTime(0));
     writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 3)]).unwrap();
     writer.commit(batch).unwrap();
-    store.tamper_raw_put(Cf::Events, &2u64.to_be_bytes(), &[0xff, 0xff, 0xff]).unwrap();
+    store.tamper_event(Seq(2), Some(&[0xff, 0xff, 0xff])).unwrap();
     match store.event(Seq(2)) {
         Err(StoreError::Corrupt { seq, .. }) => assert_eq!(seq, Seq(2)),
         other => panic!("expected Corrupt at seq 2, got {other:?}"),
@@ -442,8 +442,92 @@ fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
     assert!(matches!(results[1], Err(StoreError::Corrupt { seq: Seq(2), .. })));
     // An envelope that decodes but sits under the wrong key is caught too.
     let third = store.event(Seq(3)).unwrap();
-    store.tamper_raw_put(Cf::Events, &1u64.to_be_bytes(), &third.encode()).unwrap();
+    store.tamper_event(Seq(1), Some(&third.encode())).unwrap();
     assert!(matches!(store.event(Seq(1)), Err(StoreError::Corrupt { seq: Seq(1), .. })));
+}
+
+/// Bundles hold up to 64 events and never span a group commit: reads from any seq, point
+/// reads and stream walks land on the right event whatever bundle it is in, and the
+/// bundles are where the events are.
+#[test]
+fn events_are_bundled_and_read_from_any_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+    // 150 events in one batch (bundles of 64, 64, 22), then 3 batches of one.
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append("big", ExpectedVersion::Any, 150)]).unwrap();
+    writer.commit(batch).unwrap();
+    for _ in 0..3 {
+        let mut batch = writer.begin(RegistryTime(0));
+        writer.stage(&mut batch, &meta(), vec![append("small", ExpectedVersion::Any, 1)]).unwrap();
+        writer.commit(batch).unwrap();
+    }
+    let keys: Vec<u64> = store
+        .scan_prefix(Cf::Bundles, &[])
+        .map(|kv| u64::from_be_bytes(kv.unwrap().0.as_ref().try_into().unwrap()))
+        .collect();
+    assert_eq!(keys, vec![1, 65, 129, 151, 152, 153]);
+    assert_eq!(store.scan_prefix(Cf::Events, &[]).count(), 0, "nothing is written one per key any more");
+    for from in [1, 2, 64, 65, 66, 128, 129, 150, 151, 153] {
+        let seqs: Vec<u64> = store.read_from(Seq(from)).map(|e| e.unwrap().seq.0).collect();
+        assert_eq!(seqs, (from..=153).collect::<Vec<_>>(), "read from {from}");
+        assert_eq!(store.event(Seq(from)).unwrap().seq, Seq(from));
+    }
+    assert_eq!(store.read_from(Seq(154)).count(), 0);
+    assert!(matches!(store.event(Seq(154)), Err(StoreError::SeqOutOfRange { seq: 154, last: 153 })));
+    let mut visited = Vec::new();
+    store
+        .visit(Seq(60), Seq(70), |env| {
+            visited.push(env.seq.0);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(visited, (60..=70).collect::<Vec<_>>());
+    assert_eq!(store.read_stream(&StreamId::new("big"), 100).unwrap().len(), 51);
+    // Reopened, the last bundle's last event is the tree's size.
+    drop((store, writer));
+    let store = EventStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.last_seq(), Seq(153));
+}
+
+/// A store from format 6 or before has its events one per key in `events`: they are read
+/// from there, the writer bundles what it appends after them, and reads cross over.
+#[test]
+fn unbundled_events_of_an_older_format_read_on_and_the_log_continues_in_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let older: Vec<_> = {
+        let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
+        let mut batch = writer.begin(RegistryTime(0));
+        writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 5)]).unwrap();
+        writer.commit(batch).unwrap();
+        // Laid out as format 6 wrote it.
+        let events: Vec<_> = store.read_from(Seq(1)).map(Result::unwrap).collect();
+        for e in &events {
+            store.tamper_raw_put(Cf::Events, &e.seq.0.to_be_bytes(), &e.encode()).unwrap();
+        }
+        store.tamper_raw_delete(Cf::Bundles, &1u64.to_be_bytes()).unwrap();
+        store.tamper_raw_put(Cf::Meta, b"format", &6u32.to_be_bytes()).unwrap();
+        events
+    };
+    {
+        let store = EventStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(store.read_from(Seq(1)).map(Result::unwrap).collect::<Vec<_>>(), older);
+        assert_eq!(store.event(Seq(4)).unwrap(), older[3]);
+    }
+    let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), FORMAT_VERSION.to_be_bytes());
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Exact(5), 3)]).unwrap();
+    writer.commit(batch).unwrap();
+    let seqs: Vec<u64> = store.read_from(Seq(3)).map(|e| e.unwrap().seq.0).collect();
+    assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(store.read_stream(&StreamId::new("s"), 1).unwrap().len(), 8);
+    assert_eq!(&store.read_from(Seq(1)).map(Result::unwrap).collect::<Vec<_>>()[..5], older.as_slice());
+    let stored: Vec<_> = store.stored_leaves().map(Result::unwrap).collect();
+    let read: Vec<_> = store.read_from(Seq(1)).map(|e| merkle::hash_leaf(&e.unwrap().leaf_bytes(None))).collect();
+    assert_eq!(stored, read);
+    drop((store, writer));
+    assert_eq!(EventStore::open_read_only(dir.path()).unwrap().last_seq(), Seq(8));
 }
 
 #[test]

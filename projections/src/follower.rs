@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(seen, (2..events).collect::<Vec<_>>());
 
         let bad = CHUNK as u64 + 7;
-        store.tamper_raw_put(Cf::Events, &bad.to_be_bytes(), &[0xff, 0xff]).unwrap();
+        store.tamper_event(Seq(bad), Some(&[0xff, 0xff])).unwrap();
         let mut folded = 0;
         let err = for_each_chunk(&store, Seq(1), Seq(events), |chunk| {
             folded += chunk.len() as u64;

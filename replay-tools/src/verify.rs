@@ -10,7 +10,7 @@ use event_store::checkpoint::{CheckpointError, VerifierKey};
 use event_store::merkle::{CompactRange, Hash, hash_leaf};
 use event_store::pipeline::{Handoff, two_stage};
 use event_store::verify::{ProofError, verify_consistency};
-use event_store::{Cf, EnvelopeRef, EventStore, Salt, Seq, StoreError, TreeHead};
+use event_store::{EnvelopeRef, EventStore, Salt, Seq, StoreError, TreeHead};
 use std::hash::BuildHasher;
 
 /// What was checked.
@@ -113,20 +113,22 @@ fn read_chunks(store: &EventStore, handoff: &Handoff<Chunk, VerifyError>) -> Res
     let mut salts = SaltFinder::new(store);
     let mut chunk = new_chunk(1);
     let mut seq = 1u64;
-    let mut events = store.scan_prefix(Cf::Events, &[]).peekable();
-    while events.peek().is_some() {
+    // The cursor checks the seqs are contiguous from 1.
+    let mut events = store.cursor(Seq(1));
+    let mut more = true;
+    while more {
         while chunk.events.len() < CHUNK {
-            let Some(item) = events.next() else { break };
-            let (key, value) = item?;
-            if key.as_ref() != seq.to_be_bytes() {
-                return Err(VerifyError::Store(StoreError::Corrupt {
-                    seq: Seq(seq),
-                    reason: "missing: the events column skips it".into(),
-                }));
-            }
+            let Some(item) = events.next() else {
+                more = false;
+                break;
+            };
+            let (_, value) = item?;
             chunk.stored.push(leaves.next().ok_or(VerifyError::LeafMismatch { seq: Seq(seq) })??);
-            chunk.events.push(value);
+            chunk.events.push(value.into());
             seq += 1;
+        }
+        if chunk.events.is_empty() {
+            break;
         }
         // Undecodable envelopes are reported by the hashing stage, with their seq.
         salts.fill(&mut chunk)?;
