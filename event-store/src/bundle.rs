@@ -8,8 +8,8 @@
 use crate::cf::{self, BUNDLE_LEN_BYTES};
 use crate::envelope::{EnvelopeRef, Seq};
 use crate::error::StoreError;
-use crate::store::EventStore;
-use rocksdb::DBRawIterator;
+use crate::store::{EventStore, decode_seq_key};
+use rocksdb::{ColumnFamily, DBRawIterator, WriteBatch};
 
 /// One bundle being built by the writer: envelopes encoded straight into it, each behind
 /// its length.
@@ -38,20 +38,22 @@ impl BundleBuf {
         self.events += 1;
     }
 
-    /// The key and value to write if the bundle holds any event, and the bundle emptied
+    /// Adds the bundle to `wb` under its first seq, if it holds any event, and empties it
     /// for the next (its buffer kept).
-    pub(crate) fn take(&mut self) -> Option<([u8; cf::SEQ_KEY_BYTES], &[u8])> {
-        if self.events == 0 {
-            return None;
+    pub(crate) fn write_into(&mut self, wb: &mut WriteBatch, bundles: &ColumnFamily) {
+        if self.events > 0 {
+            wb.put_cf(bundles, cf::seq_key(self.first_seq), &self.bytes);
         }
         self.events = 0;
-        Some((cf::seq_key(self.first_seq), &self.bytes))
-    }
-
-    /// Empties the buffer after [`BundleBuf::take`]'s value was copied into a batch.
-    pub(crate) fn clear(&mut self) {
         self.bytes.clear();
     }
+}
+
+/// Appends one already encoded envelope to a bundle value, behind its length.
+pub(crate) fn push_entry(value: &mut Vec<u8>, entry: &[u8]) {
+    let len = u32::try_from(entry.len()).expect("an envelope is far below 4 GiB");
+    value.extend_from_slice(&len.to_le_bytes());
+    value.extend_from_slice(entry);
 }
 
 /// Every entry of one bundle value: `first_seq` and on, each entry's seq and bytes.
@@ -155,10 +157,10 @@ impl<'a> LogCursor<'a> {
                     self.raw.status()?;
                     return Ok(None);
                 }
-                let key =
-                    self.raw.key().and_then(|k| Some(u64::from_be_bytes(k.try_into().ok()?))).ok_or_else(|| {
-                        StoreError::Corrupt { seq: Seq(self.next), reason: "an events key is not 8 bytes".into() }
-                    })?;
+                let key = self.raw.key().and_then(decode_seq_key).ok_or_else(|| StoreError::Corrupt {
+                    seq: Seq(self.next),
+                    reason: "an events key is not 8 bytes".into(),
+                })?;
                 if key > self.next {
                     return Err(StoreError::Corrupt {
                         seq: Seq(self.next),

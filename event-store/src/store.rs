@@ -1,6 +1,6 @@
 //! The durable log on RocksDB: many readers ([`EventStore`]), exactly one writer ([`LogWriter`]).
 
-use crate::bundle::{self, BundleBuf, LogCursor};
+use crate::bundle::{self, BundleBuf, LogCursor, push_entry};
 use crate::cf::{self, Cf, META_CHECKPOINT_PREFIX, META_FORMAT, META_HEADS, META_SALTS, META_TREE};
 use crate::envelope::{Envelope, EnvelopeRef, Metadata, RegistryTime, Salt, Seq, StreamId};
 use crate::error::{StoreError, VersionConflict};
@@ -1114,8 +1114,7 @@ impl EventStore {
                     None => continue,
                 }
             }
-            out.extend_from_slice(&u32::try_from(entry.len()).expect("a test's event").to_le_bytes());
-            out.extend_from_slice(entry);
+            push_entry(&mut out, entry);
         }
         match out.is_empty() {
             true => self.tamper_raw_delete(Cf::Bundles, &cf::seq_key(first)),
@@ -1182,15 +1181,7 @@ impl EventStore {
     }
 }
 
-/// Adds the bundle's events to the batch under their first seq, if it has any.
-fn put_bundle(wb: &mut WriteBatch, bundles: &rocksdb::ColumnFamily, bundle: &mut BundleBuf) {
-    if let Some((key, value)) = bundle.take() {
-        wb.put_cf(bundles, key, value);
-    }
-    bundle.clear();
-}
-
-fn decode_seq_key(key: &[u8]) -> Option<u64> {
+pub(crate) fn decode_seq_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
@@ -1434,7 +1425,7 @@ impl LogWriter {
     /// Adds one event, encoded, and its leaf to the batch.
     fn push_event(&mut self, batch: &mut Batch, env: &EnvelopeRef<'_>, leaf: Hash) {
         if batch.bundle.is_full() {
-            put_bundle(&mut batch.wb, self.store.cf(Cf::Bundles), &mut batch.bundle);
+            batch.bundle.write_into(&mut batch.wb, self.store.cf(Cf::Bundles));
         }
         batch.bundle.push(env);
         batch.leaves.push(leaf);
@@ -1473,7 +1464,7 @@ impl LogWriter {
         let mut tile: Vec<u8> = self.right_tile.concat();
         let mut wb = batch.wb;
         let mut bundle = batch.bundle;
-        put_bundle(&mut wb, store.cf(Cf::Bundles), &mut bundle);
+        bundle.write_into(&mut wb, store.cf(Cf::Bundles));
         for &leaf in &batch.leaves {
             tree.append(leaf, |id, hash| {
                 if id.level >= cf::TILE_HEIGHT {

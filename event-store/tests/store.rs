@@ -33,6 +33,13 @@ fn meta() -> Metadata {
     Metadata { actor: "test".into(), ..Metadata::default() }
 }
 
+/// One batch of one append, committed.
+fn commit_one(writer: &mut LogWriter, append: StreamAppend) {
+    let mut batch = writer.begin(RegistryTime(0));
+    writer.stage(&mut batch, &meta(), vec![append]).unwrap();
+    writer.commit(batch).unwrap();
+}
+
 #[test]
 fn group_commit_assigns_gap_free_seqs_and_extends_the_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,9 +111,7 @@ fn a_failed_write_rewinds_the_writer_past_every_batch_prepared_after_the_durable
         expected: ExpectedVersion::Any,
         events: vec![EventData { subject: Some("046196000123".into()), ..event(b"p") }],
     };
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 2)]).unwrap();
-    writer.commit(batch).unwrap();
+    commit_one(&mut writer, append("s", ExpectedVersion::Any, 2));
     let durable = store.tree_head();
 
     let mut first = writer.begin(RegistryTime(0));
@@ -150,9 +155,7 @@ fn reopen_restores_seq_tree_and_stream_heads() {
     let root = {
         let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
         for _ in 0..5 {
-            let mut batch = writer.begin(RegistryTime(0));
-            writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 3)]).unwrap();
-            writer.commit(batch).unwrap();
+            commit_one(&mut writer, append("s", ExpectedVersion::Any, 3));
         }
         store.tree_head()
     };
@@ -199,9 +202,7 @@ fn a_format_3_store_keeps_its_stream_heads_when_upgraded() {
     let written = {
         let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
         for (i, stream) in streams.iter().enumerate() {
-            let mut batch = writer.begin(RegistryTime(0));
-            writer.stage(&mut batch, &meta(), vec![append(stream, ExpectedVersion::Any, 1 + i % 3)]).unwrap();
-            writer.commit(batch).unwrap();
+            commit_one(&mut writer, append(stream, ExpectedVersion::Any, 1 + i % 3));
         }
         let written = heads_of(&store);
         // Now make it what format 3 wrote: every head in the column family, no record.
@@ -369,9 +370,7 @@ fn salts_written_out_behind_the_log_stay_exact_and_erasable() {
         .find(|(seq, _)| *seq <= through)
         .map(|(seq, _)| store.event(seq).unwrap().subject.unwrap())
         .unwrap();
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![personal("046196999999")]).unwrap();
-    writer.commit(batch).unwrap();
+    commit_one(&mut writer, personal("046196999999"));
     drop(writer);
     for subject in [written_out.as_str(), "046196999999"] {
         let keys = store.salt_keys(subject).unwrap();
@@ -429,9 +428,7 @@ fn a_write_out_of_many_runs_is_complete() {
 fn a_corrupted_envelope_is_a_typed_error_naming_its_seq() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 3)]).unwrap();
-    writer.commit(batch).unwrap();
+    commit_one(&mut writer, append("s", ExpectedVersion::Any, 3));
     store.tamper_event(Seq(2), Some(&[0xff, 0xff, 0xff])).unwrap();
     match store.event(Seq(2)) {
         Err(StoreError::Corrupt { seq, .. }) => assert_eq!(seq, Seq(2)),
@@ -454,13 +451,9 @@ fn events_are_bundled_and_read_from_any_seq() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
     // 150 events in one batch (bundles of 64, 64, 22), then 3 batches of one.
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![append("big", ExpectedVersion::Any, 150)]).unwrap();
-    writer.commit(batch).unwrap();
+    commit_one(&mut writer, append("big", ExpectedVersion::Any, 150));
     for _ in 0..3 {
-        let mut batch = writer.begin(RegistryTime(0));
-        writer.stage(&mut batch, &meta(), vec![append("small", ExpectedVersion::Any, 1)]).unwrap();
-        writer.commit(batch).unwrap();
+        commit_one(&mut writer, append("small", ExpectedVersion::Any, 1));
     }
     let keys: Vec<u64> = store
         .scan_prefix(Cf::Bundles, &[])
@@ -497,9 +490,7 @@ fn unbundled_events_of_an_older_format_read_on_and_the_log_continues_in_bundles(
     let dir = tempfile::tempdir().unwrap();
     let older: Vec<_> = {
         let (store, mut writer) = EventStore::open(dir.path(), true).unwrap();
-        let mut batch = writer.begin(RegistryTime(0));
-        writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Any, 5)]).unwrap();
-        writer.commit(batch).unwrap();
+        commit_one(&mut writer, append("s", ExpectedVersion::Any, 5));
         // Laid out as format 6 wrote it.
         let events: Vec<_> = store.read_from(Seq(1)).map(Result::unwrap).collect();
         for e in &events {
@@ -516,9 +507,7 @@ fn unbundled_events_of_an_older_format_read_on_and_the_log_continues_in_bundles(
     }
     let (store, mut writer) = EventStore::open(dir.path(), false).unwrap();
     assert_eq!(store.get(Cf::Meta, b"format").unwrap().unwrap(), FORMAT_VERSION.to_be_bytes());
-    let mut batch = writer.begin(RegistryTime(0));
-    writer.stage(&mut batch, &meta(), vec![append("s", ExpectedVersion::Exact(5), 3)]).unwrap();
-    writer.commit(batch).unwrap();
+    commit_one(&mut writer, append("s", ExpectedVersion::Exact(5), 3));
     let seqs: Vec<u64> = store.read_from(Seq(3)).map(|e| e.unwrap().seq.0).collect();
     assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
     assert_eq!(store.read_stream(&StreamId::new("s"), 1).unwrap().len(), 8);
@@ -733,9 +722,7 @@ fn r9_a_personal_event_enters_the_tree_only_through_salted_commitments() {
         }],
     };
     for n in 0..2 {
-        let mut batch = writer.begin(RegistryTime(0));
-        writer.stage(&mut batch, &meta(), vec![personal(n)]).unwrap();
-        writer.commit(batch).unwrap();
+        commit_one(&mut writer, personal(n));
     }
     let salt = store.salt(cccd).unwrap().expect("a salt was stored with the first event");
     for seq in [Seq(1), Seq(2)] {
@@ -826,9 +813,7 @@ fn with_the_known_set_loaded_a_stream_and_a_subject_continue_from_wherever_they_
         let t = std::time::Instant::now();
         while store.heads_indexed_through().unwrap() < Seq(4) || store.salts_indexed_through().unwrap() < Seq(1) {
             assert!(t.elapsed().as_secs() < 30, "no write-out");
-            let mut batch = writer.begin(RegistryTime(0));
-            writer.stage(&mut batch, &meta(), vec![append("other", ExpectedVersion::Any, 1)]).unwrap();
-            writer.commit(batch).unwrap();
+            commit_one(&mut writer, append("other", ExpectedVersion::Any, 1));
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let mut fifth = writer.begin(RegistryTime(0));
